@@ -1,0 +1,50 @@
+# pyiscsi: top-level targets. `make test` is what CI runs (through .ci/run).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+VPY := $(VENV)/bin/python
+# Debian packages the test tiers need (tgt: the userspace target for integration tests).
+APT_PKGS := tgt
+
+.PHONY: all setup apt venv test unit integration lint demo clean
+
+all: setup
+
+setup: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.stamp: pyproject.toml
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test,lint]'
+	touch $@
+
+venv: $(VENV)/.stamp
+
+lint: venv
+	$(VENV)/bin/ruff check pyiscsid pyiscsiadm tests
+	$(VENV)/bin/ruff format --check pyiscsid pyiscsiadm tests
+
+unit: venv
+	$(VPY) -m pytest -q tests/unit
+
+integration: setup
+	$(VPY) -m pytest -q tests/integration
+
+test: setup lint
+	$(VPY) -m pytest -q tests
+
+demo: setup
+	@echo "make demo: needs the kernel modules (next issue: kernel data path bring-up)."
+	@echo "Meanwhile: make test runs discovery and login against a real tgtd target."
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""iscsiadm: the command-line tool over the node/discovery database and iscsid."""

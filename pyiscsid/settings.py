@@ -1,0 +1,42 @@
+"""What a login needs to know, independent of where it came from (node record, discovery record).
+
+`records` builds these from the database; `login` and `discovery` consume them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class AuthSettings:
+    """Authentication for one session (node.session.auth.* / discovery.sendtargets.auth.*)."""
+
+    method: str = "None"  # "None" or "CHAP"
+    username: str = ""  # our CHAP_N towards the target
+    password: str = ""  # the secret the target checks
+    username_in: str = ""  # the target's CHAP_N (mutual CHAP)
+    password_in: str = ""  # the secret we check the target with (mutual CHAP)
+    chap_algs: list[str] = field(default_factory=lambda: ["MD5"])  # order of preference
+
+
+@dataclass
+class LoginSettings:
+    """One connection's login: who we are, whom we log in to, and what we propose."""
+
+    initiator_name: str
+    target_name: str | None = None  # None: a discovery session
+    initiator_alias: str = ""
+    isid: bytes = b"\x00\x02\x3d\x00\x00\x00"  # 6 bytes, RFC 7143 10.12.5
+    tsih: int = 0  # 0 for a new session, the target's TSIH to reinstate / add a connection
+    cid: int = 0
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    login_timeout: float = 15.0  # seconds for the whole login (node.conn[0].timeo.login_timeout)
+    # Operational keys we propose, by their RFC 7143 names, e.g.
+    # {"HeaderDigest": "None", "MaxRecvDataSegmentLength": "262144", ...}
+    operational: dict[str, str] = field(default_factory=dict)
+    max_redirects: int = 8
+
+    @property
+    def session_type(self) -> str:
+        return "Discovery" if self.target_name is None else "Normal"
