@@ -1,4 +1,4 @@
-"""What a login needs to know, independent of where it came from (node record, discovery record).
+"""What a login needs to know (from a node or discovery record), and what discovery finds.
 
 `records` builds these from the database; `login` and `discovery` consume them.
 """
@@ -40,3 +40,20 @@ class LoginSettings:
     @property
     def session_type(self) -> str:
         return "Discovery" if self.target_name is None else "Normal"
+
+
+@dataclass(frozen=True)
+class TargetPortal:
+    """One portal of a discovered target (TargetAddress=address:port,tpgt)."""
+
+    address: str  # IPv4 dotted quad, IPv6 without brackets, or a DNS name
+    port: int
+    tpgt: int
+
+
+@dataclass
+class DiscoveredTarget:
+    """A target named in a SendTargets reply, with its portals in the order given."""
+
+    name: str
+    portals: list[TargetPortal] = field(default_factory=list)
