@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tgt import Tgtd  # noqa: E402
+from tgt import Tgtd
 
 
 @pytest.fixture
