@@ -1,0 +1,5 @@
+import sys
+
+from pyiscsiadm.main import main
+
+sys.exit(main())

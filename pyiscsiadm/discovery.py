@@ -1,0 +1,209 @@
+"""iscsiadm -m discovery / discoverydb: SendTargets discovery (run in iscsiadm itself, no
+iscsid needed) and the discovery records."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyiscsiadm import output
+from pyiscsiadm.common import Env, Exit, fail, login_records
+from pyiscsid.errors import Err, IscsiError, err_to_str
+
+if TYPE_CHECKING:
+    from pyiscsid.records import DiscoveryRecord, NodeRecord
+
+
+def run(env: Env) -> int:
+    o = env.opts
+    if o.iface is not None and o.iface != "default":
+        raise fail(f"Could not read iface info for {o.iface}.", Err.NOMEM)
+    ops = o.op_names
+    dbmode = o.mode == "discoverydb"
+    if o.disc_type == "sendtargets" and not (dbmode and (ops or not (o.discover or o.login))):
+        if o.portal is None:
+            raise fail("Please specify portal as <ipaddr>[:<ipport>]")
+        port = o.portal.port if o.portal.port != -1 else 3260
+        persist = "nonpersistent" not in ops
+        recs = run_sendtargets(env, o.portal.address, port, persist=persist)
+        return _after_discovery(env, recs)
+    if o.disc_type == "slp":
+        raise fail("SLP discovery is not fully implemented yet.")
+    if o.disc_type == "isns":
+        raise fail(
+            f"Could not perform iSNS discovery: {err_to_str(Err.ISNS_UNAVAILABLE)}",
+            Err.ISNS_UNAVAILABLE,
+        )
+    if o.disc_type == "fw":
+        raise fail(
+            f"Could not get list of targets from firmware. (err {int(Err.NO_OBJS_FOUND)})",
+            Err.NO_OBJS_FOUND,
+        )
+    if o.portal is None and o.record_id is None:
+        if not ops or ops == ["show"]:
+            return list_discoveries(env)
+        raise fail("Invalid operation.")
+    return record_op(env)
+
+
+def _portal(env: Env) -> tuple[str, int]:
+    p = env.opts.portal
+    assert p is not None
+    return p.address.strip("[]"), p.port if p.port != -1 else 3260
+
+
+def _find(env: Env) -> DiscoveryRecord | None:
+    o = env.opts
+    if o.record_id is not None:
+        found = [d for d in env.db.discoveries() if d.record_id == o.record_id]
+        return found[0] if found else None
+    address, port = _portal(env)
+    return env.db.find_discovery(address, port)
+
+
+def record_op(env: Env) -> int:
+    o = env.opts
+    ops = o.op_names
+    drec = _find(env)
+    if o.record_id is not None and drec is None:
+        raise fail(f"Discovery record [{o.record_id}] not found!")
+    if drec is None:
+        address, port = _portal(env)
+        if "new" not in ops:
+            raise fail(f"Discovery record [{address},{port}] not found!")
+    if "new" in ops:
+        return op_new(env, drec)
+    assert drec is not None
+    if o.discover or o.login:
+        recs = discover_with(env, drec, persist="nonpersistent" not in ops)
+        return _after_discovery(env, recs)
+    if not ops or ops == ["show"]:
+        text = drec.dump(show=o.show)
+        print(text if text.endswith("\n") else text + "\n", end="")
+        return 0
+    if ops == ["delete"]:
+        try:
+            env.db.delete_discovery(drec.record_id)
+        except IscsiError:
+            raise fail("Unable to delete record!", Err.IDBM) from None
+        return 0
+    if ops == ["update"]:
+        if not o.params:
+            raise fail("Update requires name and value.")
+        _set_params(drec, o.params)
+        env.db.save_discovery(drec)
+        return 0
+    raise fail("Invalid operation.")
+
+
+def _set_params(drec: DiscoveryRecord, params: list[tuple[str, str]]) -> None:
+    for name, value in params:
+        try:
+            drec.set(name, value)
+        except IscsiError as e:
+            output.error(e.message)
+            raise Exit(e.code) from None
+
+
+def op_new(env: Env, existing: DiscoveryRecord | None) -> int:
+    from pyiscsid.records import DiscoveryRecord
+
+    if existing is not None:
+        drec = existing
+    else:
+        address, port = _portal(env)
+        try:
+            drec = DiscoveryRecord.new(address, port, config=env.config)
+        except IscsiError as e:
+            raise fail(e.message, e.code) from None
+    _set_params(drec, env.opts.params)
+    drec = env.db.save_discovery(drec)
+    output.info(f"New discovery record for [{drec.address},{drec.port}] added.")
+    return 0
+
+
+def list_discoveries(env: Env) -> int:
+    o = env.opts
+    drecs = env.db.discoveries()
+    if o.info_level < 1:
+        for d in drecs:
+            prefix = f"[{d.record_id}] " if o.ids else ""
+            output.info(prefix + output.discovery_list(d.address, d.port, d.type))
+        return 0 if drecs else int(Err.NO_OBJS_FOUND)
+    nodes = output.sort_nodes(env.db.nodes())
+    sections = []
+    for d in drecs:
+        if d.type != "sendtargets":
+            continue
+        found = [
+            n
+            for n in nodes
+            if n.get("node.discovery_type") == "send_targets"
+            and n.get("node.discovery_address").lower() == d.address.lower()
+            and n.get("node.discovery_port") == str(d.port)
+        ]
+        sections.append((d.address, d.port, found))
+    static = [n for n in nodes if n.get("node.discovery_type") == "static"]
+    print("\n".join(output.discovery_tree(sections, static)))
+    return 0 if drecs or static else int(Err.NO_OBJS_FOUND)
+
+
+def run_sendtargets(env: Env, address: str, port: int, persist: bool) -> list[NodeRecord]:
+    """Discover through a portal: reuse its saved discovery record (CHAP...) or make one from
+    iscsid.conf, record the reply (unless not persist) and return the node records."""
+    from pyiscsid.records import DiscoveryRecord
+
+    address = address.strip("[]")
+    drec = env.db.find_discovery(address, port, "sendtargets")
+    if drec is None:
+        try:
+            drec = DiscoveryRecord.new(address, port, config=env.config)
+        except IscsiError as e:
+            raise fail(e.message, e.code) from None
+    return discover_with(env, drec, persist)
+
+
+def discover_with(env: Env, drec: DiscoveryRecord, persist: bool) -> list[NodeRecord]:
+    from pyiscsid.discovery import sendtargets
+    from pyiscsid.records import NodeRecord, discovery_login_settings
+
+    name, alias = env.initiator()
+    settings = discovery_login_settings(drec, name, alias)
+    try:
+        targets = sendtargets(drec.address, drec.port, settings)
+    except IscsiError as e:
+        if e.message and e.message != err_to_str(e.code):
+            output.error(e.message)
+        output.error(f"Could not perform SendTargets discovery: {err_to_str(e.code)}")
+        raise Exit(e.code) from None
+    except OSError as e:
+        output.error(f"cannot make connection to {drec.address}: {e.strerror or e}")
+        output.error(f"Could not perform SendTargets discovery: {err_to_str(Err.TRANS)}")
+        raise Exit(Err.TRANS) from None
+    if not any(t.portals for t in targets):
+        if persist:
+            env.db.save_discovery(drec)
+        raise fail("No portals found", Err.NO_OBJS_FOUND)
+    if persist:
+        return env.db.apply_sendtargets(drec, targets, env.config)
+    recs = []
+    for t in targets:
+        for p in t.portals:
+            rec = NodeRecord.new(t.name, p.address, p.port, p.tpgt, config=env.config)
+            rec.set_discovery(drec.address, drec.port, "send_targets")
+            recs.append(rec)
+    return recs
+
+
+def _after_discovery(env: Env, recs: list[NodeRecord]) -> int:
+    o = env.opts
+    if o.info_level == 1:
+        print("\n".join(output.node_tree(recs, o.ids)))
+    else:
+        for rec in recs:
+            output.info(output.discovered_flat(rec, o.ids))
+    if o.login:
+        rc = login_records(recs)
+        if rc:
+            output.error("Could not log into all portals")
+        return rc
+    return 0

@@ -1,0 +1,283 @@
+"""iscsiadm -m node: list, show, new, update, delete, login/logout (open-iscsi's exec_node_op)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pyiscsiadm import output
+from pyiscsiadm.common import Env, Exit, fail, login_records, logout_sessions, session_matches
+from pyiscsid.errors import Err, IscsiError, err_to_str
+
+if TYPE_CHECKING:
+    from pyiscsid.records import NodeRecord
+
+STARTUP_MODES = ("all", "manual", "automatic", "onboot")
+
+
+def run(env: Env) -> int:
+    o = env.opts
+    if o.iface is not None and o.iface != "default":
+        raise fail(f"Could not read iface info for {o.iface}.", Err.NOMEM)
+    if o.login_all is not None:
+        return login_all(env, o.login_all)
+    if o.logout_all is not None:
+        return logout_all(o.logout_all)
+    ops = o.op_names
+    if ops == ["new"]:
+        return op_new(env)
+    if o.rescan or o.stats:
+        return session_action(env)
+    if o.login and o.logout:
+        raise fail("Invalid parameters. Both login and logout passed in")
+    if (o.login or o.logout) and ops:
+        raise fail("Invalid parameters. Login/logout and op passed in")
+    selective = bool(o.targetname or o.portal or o.iface or o.record_id)
+    if not o.login and not o.logout and not ops and not selective:
+        return list_nodes(env)
+    if o.login:
+        recs = matched(env)
+        rc = login_records(recs)
+        if rc:
+            output.error("Could not log into all portals")
+        return rc
+    if o.logout:
+        from pyiscsiadm import sysfs
+
+        sessions = [s for s in sysfs.list_sessions() if session_matches(s, o)]
+        if not sessions:
+            raise fail("No matching sessions found", Err.NO_OBJS_FOUND)
+        return logout_sessions(sessions)
+    if not ops or ops == ["show"]:
+        return show(env)
+    if len(ops) != 1:
+        raise fail("operation is not supported.")
+    if ops[0] == "update":
+        return update(env)
+    if ops[0] == "delete":
+        return delete(env)
+    if ops[0] == "nonpersistent":
+        return nonpersistent(env)
+    raise fail("operation is not supported.")
+
+
+def list_nodes(env: Env) -> int:
+    o = env.opts
+    if o.info_level not in (-1, 0, 1):
+        raise fail(f"Invalid info level {o.info_level}. Try 0 or 1.")
+    recs = output.sort_nodes(env.db.nodes())
+    if not recs:
+        raise fail("No records found", Err.NO_OBJS_FOUND)
+    if o.info_level == 1:
+        lines = output.node_tree(recs, o.ids)
+    else:
+        lines = [output.node_flat(r, o.ids) for r in recs]
+    print("\n".join(lines))
+    return 0
+
+
+def _criteria(env: Env) -> dict[str, object]:
+    o = env.opts
+    crit: dict[str, object] = {}
+    if o.targetname:
+        crit["target"] = o.targetname
+    if o.portal is not None:
+        crit["address"] = o.portal.address
+        crit["port"] = o.portal.port if o.portal.port != -1 else 3260
+    if o.iface:
+        crit["iface"] = o.iface
+    if o.record_id:
+        crit["record_id"] = o.record_id
+    return crit
+
+
+def matched(env: Env, verbose: bool = True) -> list[NodeRecord]:
+    """The records -T/-p/-I/-r select; `No records found` (21) when there are none."""
+    recs = env.db.find_nodes(**_criteria(env))  # type: ignore[arg-type]
+    tpgt = env.opts.portal.tpgt if env.opts.portal is not None else -1
+    if tpgt != -1:
+        recs = [r for r in recs if r.tpgt == tpgt]
+    if not recs:
+        if verbose:
+            output.error("No records found")
+        raise Exit(Err.NO_OBJS_FOUND)
+    return output.sort_nodes(recs)
+
+
+def show(env: Env) -> int:
+    recs = matched(env)
+    out = []
+    for rec in recs:
+        text = rec.dump(show=env.opts.show)
+        out.append(text if text.endswith("\n") else text + "\n")
+    print("".join(out), end="")
+    return 0
+
+
+def _check_params(env: Env) -> list[tuple[str, str]]:
+    """verify_node_params: name/value pairs present, names known, identity ones refused."""
+    from pyiscsid.records import canonical_name
+
+    o = env.opts
+    if not o.params:
+        raise fail("update requires name and value")
+    checked = []
+    for name, value in o.params:
+        try:
+            canonical = canonical_name(name)
+        except IscsiError:
+            output.error(f"Cannot modify {name}. Invalid param name.")
+            output.error(f"Could not execute operation on all records: {err_to_str(Err.INVAL)}")
+            raise Exit(Err.INVAL) from None
+        if canonical.startswith("iface.") and canonical != "iface.initiatorname":
+            raise fail(f"Cannot modify {name}. Use iface mode to update this value.")
+        if canonical.startswith("discovery."):
+            output.error(f"Cannot modify {name}. Invalid param name.")
+            output.error(f"Could not execute operation on all records: {err_to_str(Err.INVAL)}")
+            raise Exit(Err.INVAL)
+        checked.append((canonical, value))
+    return checked
+
+
+def _apply(recs: list[NodeRecord], params: list[tuple[str, str]]) -> None:
+    for rec in recs:
+        for name, value in params:
+            try:
+                rec.set(name, value)
+            except IscsiError as e:
+                output.error(e.message)
+                output.error(f"Could not execute operation on all records: {err_to_str(e.code)}")
+                raise Exit(e.code) from None
+
+
+def update(env: Env) -> int:
+    params = _check_params(env)
+    with env.db.transaction():
+        recs = matched(env)
+        _apply(recs, params)
+        for rec in recs:
+            env.db.save_node(rec)
+    return 0
+
+
+def nonpersistent(env: Env) -> int:
+    """The seed's `-o nonpersistent`: show the records with -n/-v applied, save nothing."""
+    params = _check_params(env) if env.opts.params else []
+    recs = matched(env)
+    _apply(recs, params)
+    print("".join(r.dump(show=env.opts.show).rstrip("\n") + "\n" for r in recs), end="")
+    return 0
+
+
+def delete(env: Env) -> int:
+    from pyiscsiadm import sysfs
+
+    sessions = sysfs.list_sessions()
+    with env.db.transaction():
+        recs = matched(env)
+        for rec in recs:
+            busy = [
+                s
+                for s in sessions
+                if s.target == rec.target
+                and s.persistent_address.lower() == rec.address.lower()
+                and s.persistent_port == rec.port
+            ]
+            if busy:
+                raise fail(
+                    f"This command will remove the record [iface: {rec.iface}, target: "
+                    f"{rec.target}, portal: {rec.address},{rec.port}], but a session is using "
+                    "it. Logout session then rerun command to remove record.",
+                    Err.SESS_EXISTS,
+                )
+            env.db.delete_node(rec.record_id)
+    return 0
+
+
+def op_new(env: Env) -> int:
+    o = env.opts
+    from pyiscsid.records import NodeRecord
+
+    if o.portal is None:
+        if o.targetname and env.db.find_nodes(target=o.targetname):
+            return 0  # open-iscsi re-adds the target's existing portals: nothing new
+        raise fail(
+            "Error while adding record: a portal is needed (-p ip[:port]) to add a node record"
+        )
+    port = o.portal.port if o.portal.port != -1 else 3260
+    if not o.targetname:
+        return new_from_sendtargets(env, o.portal.address, port)
+    try:
+        rec = NodeRecord.new(
+            o.targetname, o.portal.address, port, o.portal.tpgt, o.iface or "default", env.config
+        )
+        for name, value in o.params:
+            rec.set(name, value)
+        rec = env.db.add_node(rec)
+    except IscsiError as e:
+        raise fail(f"Error while adding record: {e.message}", e.code) from None
+    output.info(output.new_node(rec))
+    return 0
+
+
+def new_from_sendtargets(env: Env, address: str, port: int) -> int:
+    """The seed's `-o new -p PORTAL` without -T: discover that portal, add what it reports."""
+    from pyiscsiadm.discovery import run_sendtargets
+
+    recs = run_sendtargets(env, address, port, persist=True)
+    for rec in recs:
+        output.info(f"new iSCSI node record added: [{rec.record_id}]")
+    return 0
+
+
+def login_all(env: Env, mode: str) -> int:
+    if mode not in STARTUP_MODES:
+        output.error(f"Invalid loginall option {mode}.")
+        print("Try `iscsiadm --help' for more information.", file=__import__("sys").stderr)
+        raise Exit(Err.INVAL)
+    recs = output.sort_nodes(env.db.nodes())
+    if mode != "all":
+        recs = [r for r in recs if r.get("node.startup") == mode]
+    if not recs:
+        raise fail("No records found", Err.NO_OBJS_FOUND)
+    rc = login_records(recs, ignore_exists=True)
+    if rc:
+        output.error("Could not log into all portals")
+    return rc
+
+
+def logout_all(mode: str) -> int:
+    import sys
+
+    from pyiscsiadm import sysfs
+
+    if mode not in STARTUP_MODES:
+        output.error(f"Invalid logoutall option {mode}.")
+        print("Try `iscsiadm --help' for more information.", file=sys.stderr)
+        raise Exit(Err.INVAL)
+    sessions = sysfs.list_sessions()
+    if mode != "all":
+        from pyiscsid.db import Database
+
+        startup = {
+            (r.target, r.address.lower(), r.port): r.get("node.startup") for r in Database().nodes()
+        }
+        sessions = [
+            s
+            for s in sessions
+            if startup.get((s.target, s.persistent_address.lower(), s.persistent_port)) == mode
+        ]
+    if not sessions:
+        raise fail("No matching sessions found", Err.NO_OBJS_FOUND)
+    return logout_sessions(sessions)
+
+
+def session_action(env: Env) -> int:
+    """-R (rescan) / -s (stats) on the sessions of the selected records."""
+    from pyiscsiadm import sysfs
+
+    sessions = [s for s in sysfs.list_sessions() if session_matches(s, env.opts)]
+    if not sessions:
+        raise fail("No session found.", Err.NO_OBJS_FOUND)
+    from pyiscsiadm.session import rescan, stats
+
+    return rescan(sessions) if env.opts.rescan else stats(sessions)

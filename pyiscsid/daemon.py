@@ -1,0 +1,341 @@
+"""iscsid: the daemon that logs in, owns the sessions' control side and answers iscsiadm.
+
+`iscsid [-c config] [-i initiatorname] [-f] [-d level] [-u uid] [-g gid] [-n] [-p pidfile]
+[-h] [-v]`. Requests (pyiscsid.ipc): `ping`, `login {record_id}`, `logout {sid}`,
+`list_sessions`, `stop`. The kernel side is pyiscsid.kernel_session: one call per operation
+(`start_session`, `stop_session`, `list_sessions`); without the iscsi_if module a login is
+answered with TRANS_NOT_FOUND (12).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import getopt
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from pyiscsid.errors import Err, IscsiError
+
+VERSION = "2.1.8"
+DEFAULT_PIDFILE = "/run/iscsid.pid"
+PROG = "iscsid"
+
+log = logging.getLogger("iscsid")
+
+USAGE = """\
+Usage: iscsid [OPTION]
+Open-iSCSI initiator daemon.
+  -c, --config=[path]     Execute using the config file ($ISCSID_CONFIG or /etc/iscsid.conf).
+  -i, --initiatorname=[path]     read initiatorname from file (/etc/iscsi/initiatorname.iscsi).
+  -f, --foreground        Make the program run in the foreground
+  -d, --debug debuglevel  Print debugging information
+  -u, --uid=uid           Run as uid, default is current user
+  -g, --gid=gid           Run as gid, default is current user group
+  -n, --no-pid-file       Do not use a pid file
+  -p, --pid=pidfile       Use pid file (default $ISCSID_PIDFILE or /run/iscsid.pid).
+  -h, --help              Display this help and exit
+  -v, --version           Display version and exit
+"""
+
+_LONG = ["config=", "initiatorname=", "foreground", "debug=", "uid=", "gid=", "no-pid-file",
+         "pid=", "help", "version"]  # fmt: skip
+
+
+@dataclasses.dataclass
+class DaemonOptions:
+    config: str | None = None
+    initiatorname: str | None = None
+    foreground: bool = False
+    debug: int = 0
+    uid: int | None = None
+    gid: int | None = None
+    pidfile: str | None = None  # None: no pid file
+
+
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> DaemonOptions | str:
+    """The options, or "help"/"version" when those were asked for. Raises UsageError."""
+    try:
+        opts, extra = getopt.gnu_getopt(argv, "c:i:fd:u:g:np:hv", _LONG)
+    except getopt.GetoptError as e:
+        opt = e.opt or ""
+        if e.msg.endswith("requires argument"):
+            raise UsageError(f"option requires an argument -- '{opt}'") from None
+        if len(opt) == 1:
+            raise UsageError(f"invalid option -- '{opt}'") from None
+        raise UsageError(f"unrecognized option '--{opt}'") from None
+    if extra:
+        raise UsageError(f"unexpected argument '{extra[0]}'")
+    o = DaemonOptions(pidfile=os.environ.get("ISCSID_PIDFILE") or DEFAULT_PIDFILE)
+    for name, value in opts:
+        if name in ("-h", "--help"):
+            return "help"
+        if name in ("-v", "--version"):
+            return "version"
+        if name in ("-c", "--config"):
+            o.config = value
+        elif name in ("-i", "--initiatorname"):
+            o.initiatorname = value
+        elif name in ("-f", "--foreground"):
+            o.foreground = True
+        elif name in ("-d", "--debug"):
+            o.debug = _number(value, "debug level")
+        elif name in ("-u", "--uid"):
+            o.uid = _number(value, "uid")
+        elif name in ("-g", "--gid"):
+            o.gid = _number(value, "gid")
+        elif name in ("-n", "--no-pid-file"):
+            o.pidfile = None
+        elif name in ("-p", "--pid"):
+            o.pidfile = value
+    return o
+
+
+def _number(text: str, what: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise UsageError(f"invalid {what} '{text}'") from None
+
+
+def kernel() -> Any | None:
+    """pyiscsid.kernel_session if it is installed and its module is loaded, else None."""
+    try:
+        from pyiscsid import kernel_session
+    except ImportError:
+        return None
+    try:
+        return kernel_session if kernel_session.available() else None
+    except Exception as e:  # a missing netlink family or library: no kernel side
+        log.debug("kernel interface unavailable: %s", e)
+        return None
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
+
+
+class Iscsid:
+    """The request handlers. Logins of one node are serialised so two `--login`s of the same
+    node make one session (the second gets SESS_EXISTS)."""
+
+    def __init__(self, opts: DaemonOptions) -> None:
+        from pyiscsid.config import initiator_name, load_config
+
+        self.opts = opts
+        self.config = load_config(opts.config)
+        self.initiator_name, self.initiator_alias = initiator_name(opts.initiatorname)
+        self._node_locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
+        self.stop_requested = threading.Event()
+
+    def handle(self, op: str, args: dict[str, Any], _peer: object) -> dict[str, Any]:
+        handler = getattr(self, f"op_{op}", None)
+        if handler is None:
+            raise IscsiError(Err.INVALID_MGMT_REQ, f"Unknown request '{op}'")
+        return handler(args)
+
+    def op_ping(self, _args: dict[str, Any]) -> dict[str, Any]:
+        return {"version": VERSION, "pid": os.getpid()}
+
+    def op_stop(self, _args: dict[str, Any]) -> dict[str, Any]:
+        self.stop_requested.set()
+        return {}
+
+    def op_list_sessions(self, _args: dict[str, Any]) -> dict[str, Any]:
+        k = kernel()
+        sessions = [_jsonable(s) for s in k.list_sessions()] if k is not None else []
+        return {"sessions": sessions}
+
+    def _lock_for(self, key: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._node_locks.setdefault(key, threading.Lock())
+
+    def op_login(self, args: dict[str, Any]) -> dict[str, Any]:
+        record_id = args.get("record_id")
+        if not isinstance(record_id, str):
+            raise IscsiError(Err.INVALID_MGMT_REQ, "login needs a record_id")
+        from pyiscsid.db import Database
+
+        with Database() as db:
+            recs = db.find_nodes(record_id=record_id)
+        if not recs:
+            raise IscsiError(Err.NO_OBJS_FOUND, f"no node record [{record_id}]")
+        rec = recs[0]
+        k = kernel()
+        if k is None:
+            raise IscsiError(Err.TRANS_NOT_FOUND)
+        with self._lock_for(f"{rec.target}\0{rec.address.lower()}\0{rec.port}\0{rec.iface}"):
+            for s in k.list_sessions():
+                if (
+                    s.target_name == rec.target
+                    and s.persistent_address.lower() == rec.address.lower()
+                    and s.persistent_port == rec.port
+                ):
+                    raise IscsiError(Err.SESS_EXISTS)
+            from pyiscsid.login import login
+            from pyiscsid.records import login_settings
+
+            settings = login_settings(rec, self.initiator_name, self.initiator_alias)
+            log.info("login to %s %s", rec.target, rec.portal)
+            result = login(rec.address, rec.port, settings)
+            try:
+                sid = k.start_session(rec, result, settings.initiator_name)
+            except BaseException:
+                result.close()
+                raise
+            log.info("session %d: logged in to %s %s", sid, rec.target, rec.portal)
+        return {"sid": sid}
+
+    def op_logout(self, args: dict[str, Any]) -> dict[str, Any]:
+        sid = args.get("sid")
+        if not isinstance(sid, int) or isinstance(sid, bool):
+            raise IscsiError(Err.INVALID_MGMT_REQ, "logout needs a sid")
+        k = kernel()
+        if k is None:
+            raise IscsiError(Err.SESS_NOT_FOUND, f"no session {sid}")
+        k.stop_session(sid)
+        log.info("session %d: logged out", sid)
+        return {}
+
+
+def _setup_logging(foreground: bool, debug: int) -> None:
+    level = logging.DEBUG if debug > 0 else logging.INFO
+    root = logging.getLogger()
+    root.setLevel(level)
+    handler: logging.Handler
+    if foreground:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("iscsid: %(message)s"))
+    else:
+        try:
+            handler = logging.handlers.SysLogHandler(address="/dev/log")
+        except OSError:
+            handler = logging.NullHandler()
+        handler.setFormatter(logging.Formatter("iscsid: %(message)s"))
+    root.addHandler(handler)
+
+
+def _daemonize() -> int | None:
+    """Fork into the background. Returns the write end of a pipe the child reports its startup
+    on (b"0" ok, else a message) in the child; the parent waits for it and exits."""
+    r, w = os.pipe()
+    if os.fork() > 0:
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            status = f.read()
+        if status == b"0":
+            os._exit(0)
+        sys.stderr.write(status.decode(errors="replace") or "iscsid: failed to start\n")
+        os._exit(1)
+    os.close(r)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+    return w
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = f"{path}.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
+    from pyiscsid.ipc import IpcServer
+
+    def report(message: str) -> None:
+        if ready_fd is not None:
+            os.write(ready_fd, message.encode())
+            os.close(ready_fd)
+        elif message != "0":
+            sys.stderr.write(message)
+
+    try:
+        daemon = Iscsid(opts)
+        server = IpcServer(daemon.handle)
+    except IscsiError as e:
+        report(f"{PROG}: {e.message}\n")
+        return int(e.code)
+    except OSError as e:
+        report(f"{PROG}: cannot start: {e}\n")
+        return int(Err.GENERIC)
+    try:
+        if opts.pidfile:
+            _write_pidfile(opts.pidfile)
+        if opts.gid is not None:
+            os.setgid(opts.gid)
+        if opts.uid is not None:
+            os.setuid(opts.uid)
+    except OSError as e:
+        server.close()
+        report(f"{PROG}: cannot start: {e}\n")
+        return int(Err.GENERIC)
+
+    def on_signal(_signo: int, _frame: FrameType | None) -> None:
+        server.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+    def watch_stop() -> None:
+        daemon.stop_requested.wait()
+        server.stop()
+
+    threading.Thread(target=watch_stop, daemon=True).start()
+    log.info("iscsid %s ready on %s (initiator %s)", VERSION, server.path, daemon.initiator_name)
+    report("0")
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+        if opts.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(opts.pidfile)
+        log.info("iscsid exiting")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        parsed = parse_args(argv)
+    except UsageError as e:
+        sys.stderr.write(f"{PROG}: {e}\nTry `{PROG} --help' for more information.\n")
+        return 1
+    if parsed == "help":
+        sys.stdout.write(USAGE)
+        return 0
+    if parsed == "version":
+        sys.stdout.write(f"{PROG} version {VERSION}\n")
+        return 0
+    assert isinstance(parsed, DaemonOptions)
+    if parsed.config is not None:
+        os.environ["ISCSID_CONFIG"] = parsed.config
+    _setup_logging(parsed.foreground, parsed.debug)
+    ready_fd = None if parsed.foreground else _daemonize()
+    return serve(parsed, ready_fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
