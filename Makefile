@@ -3,10 +3,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
-# Debian packages the test tiers need (tgt: the userspace target for integration tests).
-APT_PKGS := tgt
+# Debian packages the test tiers need (tgt: the userspace target for integration tests; the rest:
+# the VM tier, tests/vm/run-vm boots Debian's kernel in QEMU with the host root shared read-only).
+APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
+	e2fsprogs busybox-static open-iscsi
 
-.PHONY: all setup apt venv test unit integration lint demo clean
+.PHONY: all setup apt venv test unit integration vm lint demo clean
 
 all: setup
 
@@ -39,6 +41,10 @@ unit: venv
 integration: setup
 	$(VPY) -m pytest -q tests/integration
 
+vm: setup
+	$(VPY) -m pytest -q -m vm tests/vm
+
+# `tests` holds every tier, tests/vm (the VM tier, ≈1 min) included.
 test: setup lint
 	$(VPY) -m pytest -q tests
 

@@ -1,0 +1,147 @@
+"""Run scripts in the QEMU guest from pytest (a thin wrapper around tests/vm/run-vm)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+VM_DIR = Path(__file__).resolve().parent
+RUN_VM = VM_DIR / "run-vm"
+OUT_BASE = VM_DIR / "out"
+
+# run-vm's own exit codes (anything else is the guest script's)
+RC_TIMEOUT = 124
+RC_NO_EXIT_CODE = 125
+RC_DMESG = 126
+
+
+@dataclass(frozen=True)
+class VmResult:
+    """What one guest run left behind: exit code, script output, full dmesg, the run dir."""
+
+    rc: int
+    output: str
+    dmesg: str
+    out_dir: Path
+    dmesg_problems: str
+    boot_seconds: float | None
+    harness_log: str  # run-vm's own stderr (summary line, console tail on failure)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.rc == RC_TIMEOUT
+
+    def check(self) -> VmResult:
+        """Fail the test with everything useful unless the script exited 0 and dmesg is clean."""
+        if self.rc != 0 or self.dmesg_problems:
+            pytest.fail(
+                f"guest run failed (rc={self.rc}, out dir {self.out_dir})\n"
+                f"--- output\n{self.output[-6000:]}\n--- run-vm\n{self.harness_log[-4000:]}",
+                pytrace=False,
+            )
+        return self
+
+
+def vm_available() -> str | None:
+    """None when run-vm can boot a guest here, else the reason it cannot.
+
+    Under CI (CI set) the VM tier must run, never be skipped: a missing part is an error there.
+    """
+    reason = _vm_missing()
+    if reason and os.environ.get("CI"):
+        raise RuntimeError(f"the VM tier cannot run in CI: {reason}")
+    return reason
+
+
+def _vm_missing() -> str | None:
+    if shutil.which("qemu-system-x86_64") is None:
+        return "qemu-system-x86_64 is not installed (make setup)"
+    if shutil.which("busybox") is None:
+        return "busybox-static is not installed (make setup)"
+    kernels = [
+        p.name
+        for p in Path("/lib/modules").glob("*")
+        if (p / "modules.dep").exists() and Path(f"/boot/vmlinuz-{p.name}").exists()
+    ]
+    if not kernels:
+        return "no kernel image with modules (make setup installs linux-image-amd64)"
+    if os.geteuid() != 0:
+        return "the VM harness needs root (it reads /boot and shares / with the guest)"
+    return None
+
+
+def run_in_vm(
+    script: str | Path,
+    *args: str,
+    timeout: float = 300,
+    mem: str = "2G",
+    keep: bool = False,
+) -> VmResult:
+    """Boot the guest, run `script args...` as root in the checkout, return what came back."""
+    OUT_BASE.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(tempfile.mkdtemp(prefix="run-py-", dir=OUT_BASE))
+    cmd = [str(RUN_VM), "--timeout", str(int(timeout)), "--mem", mem, "--out", str(out_dir)]
+    if keep:
+        cmd.append("--keep")
+    cmd += ["--", str(script), *args]
+    proc = subprocess.run(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout + 120,  # run-vm kills qemu itself; this is only the backstop
+    )
+
+    def read(name: str) -> str:
+        p = out_dir / name
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    boot = read("boot-seconds").strip()
+    return VmResult(
+        rc=proc.returncode,
+        output=read("output.txt"),
+        dmesg=read("dmesg.txt"),
+        out_dir=out_dir,
+        dmesg_problems=read("dmesg-problems.txt"),
+        boot_seconds=float(boot) if boot else None,
+        harness_log=proc.stderr,
+    )
+
+
+@dataclass(frozen=True)
+class Capture:
+    """One reference capture of tests/data/openiscsi (see its README.md)."""
+
+    command: str
+    stdout: str
+    stderr: str
+    exit: int
+
+
+_NO_NL = "\n\\ No newline at end\n"
+
+
+def parse_capture(path: str | Path) -> Capture:
+    """Read a `$ cmd / --- stdout / --- stderr / --- exit N` file back, byte-exact."""
+    text = Path(path).read_text()
+    m = re.fullmatch(
+        r"\$ (?P<cmd>[^\n]*)\n--- stdout\n(?P<out>.*?)"
+        r"--- stderr\n(?P<err>.*?)--- exit (?P<rc>\d+)\n",
+        text,
+        flags=re.S,
+    )
+    if m is None:
+        raise ValueError(f"{path}: not a capture file")
+
+    def section(s: str) -> str:
+        return s[: -len(_NO_NL)] if s.endswith(_NO_NL) else s
+
+    return Capture(m["cmd"], section(m["out"]), section(m["err"]), int(m["rc"]))
