@@ -3,6 +3,7 @@ and logging in/out through iscsid (open-iscsi's messages, in its order)."""
 
 from __future__ import annotations
 
+import errno
 import sys
 import threading
 from collections.abc import Iterable
@@ -73,20 +74,16 @@ def report_error(code: int) -> None:
     output.error(f"initiator reported error ({int(code)} - {err_to_str(code)})")
 
 
-def _request(op: str, timeout: float, **args: Any) -> tuple[int, str, dict[str, Any]]:
-    """(code, message to print or "", reply) of one iscsid request."""
-    from pyiscsid import ipc
-
-    try:
-        reply = ipc.request(op, timeout=timeout, **args)
-    except IscsiError as e:
-        shown = e.message if e.code == Err.ISCSID_NOTCONN else ""
-        return int(e.code), shown, {}
-    return int(reply["code"]), "", reply
+NOT_RUNNING = (
+    "iscsid is not running. Could not start it up automatically using the startup command in "
+    "the iscsid.conf iscsid.startup setting. Please check that the file exists or that your "
+    "init scripts have started iscsid."
+)
+STARTUP_WAIT = 5.0  # seconds to wait for the socket after running iscsid.startup
 
 
-def _submit_failure() -> tuple[int, str] | None:
-    """Whether iscsid can be reached at all (checked before each asynchronous login)."""
+def _connect_error() -> OSError | None:
+    """None when iscsid accepts a connection on its socket, else the connect error."""
     import socket
 
     from pyiscsid import ipc
@@ -96,44 +93,119 @@ def _submit_failure() -> tuple[int, str] | None:
         sock.settimeout(5.0)
         sock.connect(ipc.socket_path())
     except OSError as e:
-        return int(Err.ISCSID_NOTCONN), f"can not connect to iSCSI daemon ({ipc.connect_errno(e)})!"
+        return e
     finally:
         sock.close()
     return None
 
 
-def login_records(recs: Iterable[NodeRecord], ignore_exists: bool = False) -> int:
+def _startup_command() -> str | None:
+    try:
+        from pyiscsid.config import load_config
+
+        return load_config().get("iscsid.startup") or None
+    except IscsiError:
+        return None
+
+
+def reach_iscsid(start: bool = True) -> int:
+    """0 when iscsid answers; else print open-iscsi's messages and return ISCSID_NOTCONN.
+
+    As open-iscsi: when nothing listens and `start`, run iscsid.conf's `iscsid.startup`
+    command (or say that there is none) and try again; then `can not connect to iSCSI
+    daemon (errno)!`.
+    """
+    import time
+
+    from pyiscsid import ipc
+
+    err = _connect_error()
+    if err is None:
+        return 0
+    if start and ipc.connect_errno(err) == errno.ECONNREFUSED:
+        command = _startup_command()
+        if command is None:
+            output.error(NOT_RUNNING)
+        else:
+            import subprocess
+
+            try:
+                subprocess.run(command, shell=True, check=False, timeout=STARTUP_WAIT)
+            except (OSError, subprocess.SubprocessError) as e:
+                output.error(f"Could not execute '{command}' (err {getattr(e, 'errno', 0)})")
+            deadline = time.monotonic() + STARTUP_WAIT
+            while (err := _connect_error()) is not None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if err is None:
+                return 0
+    output.error(f"can not connect to iSCSI daemon ({ipc.connect_errno(err)})!")
+    return int(Err.ISCSID_NOTCONN)
+
+
+def iscsid_request(
+    op: str, timeout: float = 30.0, start: bool = True, **args: Any
+) -> tuple[int, dict[str, Any]]:
+    """(code, reply) of one iscsid request; unreachable-daemon messages are printed here."""
+    from pyiscsid import ipc
+
+    code = reach_iscsid(start)
+    if code:
+        return code, {}
+    try:
+        reply = ipc.request(op, timeout=timeout, **args)
+    except IscsiError as e:
+        if e.code == Err.ISCSID_NOTCONN:
+            output.error(e.message)
+        return int(e.code), {}
+    return int(reply["code"]), reply
+
+
+def _nr_sessions(rec: NodeRecord) -> int:
+    try:
+        return max(1, int(rec.get("node.session.nr_sessions")))
+    except (IscsiError, ValueError):
+        return 1
+
+
+def login_records(recs: Iterable[NodeRecord]) -> int:
     """Log in to each record through iscsid; return the first error code (0 if all worked).
 
-    As open-iscsi's asynchronous logins: "Logging in to" for each record as it is submitted
-    (a submission that fails is reported at once), then one result per submitted record in
-    order. The requests run concurrently.
+    As open-iscsi's asynchronous logins: a record that already has its nr_sessions sessions is
+    skipped with a warning (SESS_EXISTS, 15); "Logging in to" for each other record as it is
+    submitted (a submission that fails is reported at once), then one result per submitted
+    record in order. The requests run concurrently.
     """
+    from pyiscsiadm import sysfs
+
     recs = list(recs)
-    results: dict[int, tuple[int, str, dict[str, Any]]] = {}
+    results: dict[int, tuple[int, dict[str, Any]]] = {}
     threads: dict[int, threading.Thread] = {}
     rc = 0
 
     def run(i: int, rec: NodeRecord) -> None:
-        results[i] = _request("login", LOGIN_TIMEOUT, record_id=rec.record_id)
+        results[i] = iscsid_request("login", LOGIN_TIMEOUT, start=False, record_id=rec.record_id)
 
     def show(rec: NodeRecord, code: int) -> int:
-        where = output.login_target(rec.iface, rec.target, rec.address, rec.port)
-        if code == 0 or (ignore_exists and code == Err.SESS_EXISTS):
-            output.info(f"Login to {where} successful.")
+        where = (rec.iface, rec.target, rec.address, rec.port)
+        if code == 0:
+            output.info(output.login_ok(*where))
             return 0
-        output.error(f"Could not login to {where}.")
+        output.error(output.login_failed(*where))
         report_error(code)
         return code
 
     for i, rec in enumerate(recs):
-        where = output.login_target(rec.iface, rec.target, rec.address, rec.port)
-        output.info(f"Logging in to {where}")
+        wanted = _nr_sessions(rec)
+        present = sysfs.count_sessions(rec.target, rec.address, rec.port, rec.iface)
+        if present >= wanted:
+            output.error(output.sessions_present(rec.iface, wanted, present))
+            rc = rc or int(Err.SESS_EXISTS)
+            continue
+        output.info(output.logging_in(rec.iface, rec.target, rec.address, rec.port))
         sys.stdout.flush()
-        failed = _submit_failure()
-        if failed is not None:
-            output.error(failed[1])
-            code = show(rec, failed[0])
+        failed = reach_iscsid()
+        if failed:
+            code = show(rec, failed)
             rc = rc or code
             continue
         threads[i] = threading.Thread(target=run, args=(i, rec), daemon=True)
@@ -142,9 +214,7 @@ def login_records(recs: Iterable[NodeRecord], ignore_exists: bool = False) -> in
         if i not in threads:
             continue
         threads[i].join()
-        code, message, _reply = results[i]
-        if message:
-            output.error(message)
+        code, _reply = results[i]
         code = show(rec, code)
         rc = rc or code
     return rc
@@ -155,23 +225,18 @@ def logout_sessions(sessions: Iterable[SessionInfo]) -> int:
     sessions = list(sessions)
     rc = 0
     for s in sessions:
-        output.info(
-            "Logging out of session "
-            + output.session_target(s.sid, s.target, s.persistent_address, s.persistent_port)
-        )
+        output.info(output.logging_out(s.sid, s.target, s.persistent_address, s.persistent_port))
     for s in sessions:
-        code, message, _ = _request("logout", LOGIN_TIMEOUT, sid=s.sid)
-        if message:
-            output.error(message)
-        where = output.session_target(s.sid, s.target, s.persistent_address, s.persistent_port)
+        code, _ = iscsid_request("logout", LOGIN_TIMEOUT, sid=s.sid)
+        where = (s.sid, s.target, s.persistent_address, s.persistent_port)
         if code == 0:
-            output.info(f"Logout of {where} successful.")
+            output.info(output.logout_ok(*where))
         else:
-            output.error(f"Could not logout of {where}.")
+            output.error(output.logout_failed(*where))
             report_error(code)
             rc = rc or code
     if rc:
-        output.error("Could not logout of all requested sessions")
+        output.error(output.LOGOUT_ALL_FAILED)
     return rc
 
 

@@ -3,6 +3,7 @@ iscsid needed) and the discovery records."""
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from pyiscsiadm import output
@@ -11,6 +12,7 @@ from pyiscsid.errors import Err, IscsiError, err_to_str
 
 if TYPE_CHECKING:
     from pyiscsid.records import DiscoveryRecord, NodeRecord
+    from pyiscsid.settings import DiscoveredTarget
 
 
 def run(env: Env) -> int:
@@ -163,22 +165,13 @@ def run_sendtargets(env: Env, address: str, port: int, persist: bool) -> list[No
 
 
 def discover_with(env: Env, drec: DiscoveryRecord, persist: bool) -> list[NodeRecord]:
-    from pyiscsid.discovery import sendtargets
-    from pyiscsid.records import NodeRecord, discovery_login_settings
+    from pyiscsid.records import NodeRecord
 
-    name, alias = env.initiator()
-    settings = discovery_login_settings(drec, name, alias)
     try:
-        targets = sendtargets(drec.address, drec.port, settings)
+        targets = sendtargets_with_retries(env, drec)
     except IscsiError as e:
-        if e.message and e.message != err_to_str(e.code):
-            output.error(e.message)
         output.error(f"Could not perform SendTargets discovery: {err_to_str(e.code)}")
         raise Exit(e.code) from None
-    except OSError as e:
-        output.error(f"cannot make connection to {drec.address}: {e.strerror or e}")
-        output.error(f"Could not perform SendTargets discovery: {err_to_str(Err.TRANS)}")
-        raise Exit(Err.TRANS) from None
     if not any(t.portals for t in targets):
         if persist:
             env.db.save_discovery(drec)
@@ -192,6 +185,83 @@ def discover_with(env: Env, drec: DiscoveryRecord, persist: bool) -> list[NodeRe
             rec.set_discovery(drec.address, drec.port, "send_targets")
             recs.append(rec)
     return recs
+
+
+def login_delay(failures: int) -> float:
+    """Seconds to wait before the next discovery connection attempt (open-iscsi's back-off:
+    none before the first, then 1 s for ten attempts, 2 s, 5 s, 15 s, at last once a minute)."""
+    for below, delay in ((1, 0.0), (10, 1.0), (20, 2.0), (26, 5.0), (34, 15.0)):
+        if failures < below:
+            return delay
+    return 60.0
+
+
+def _reopen_max(drec: DiscoveryRecord) -> int:
+    try:
+        return max(0, int(drec.get("discovery.sendtargets.reopen_max")))
+    except (IscsiError, ValueError):
+        return 5
+
+
+def sendtargets_with_retries(env: Env, drec: DiscoveryRecord) -> list[DiscoveredTarget]:
+    """SendTargets through a discovery record, reconnecting as open-iscsi's discovery does.
+
+    A portal that cannot be reached, or a target error (status class 3), is retried
+    `discovery.sendtargets.reopen_max` times (so reopen_max + 1 attempts) with login_delay()
+    between attempts, each failure reported as it happens; then PDU_TIMEOUT (11). An
+    initiator error (class 2) ends at once: 24 for an authentication/authorization failure,
+    19 otherwise. Raises IscsiError with the exit code; the messages are printed already.
+    """
+    from pyiscsid.discovery import sendtargets
+    from pyiscsid.login import LoginError
+    from pyiscsid.records import discovery_login_settings
+
+    name, alias = env.initiator()
+    settings = discovery_login_settings(drec, name, alias)
+    reopen_max = _reopen_max(drec)
+    host = drec.address
+    failures = 0
+    for _attempt in range(reopen_max + 1):
+        delay = login_delay(failures)
+        if delay:
+            time.sleep(delay)
+        try:
+            return sendtargets(drec.address, drec.port, settings)
+        except LoginError as e:
+            cls, detail = e.status_class, e.status_detail
+            if cls == 2:
+                if detail == 0x01:
+                    output.error("Login failed to authenticate with target ")
+                if detail in (0x01, 0x02):
+                    output.error(
+                        f"discovery login to {host} rejected: initiator failed authorization"
+                    )
+                    raise IscsiError(Err.LOGIN_AUTH_FAILED) from None
+                output.error(
+                    f"discovery login to {host} rejected: initiator error "
+                    f"({cls:02x}/{detail:02x}), non-retryable, giving up"
+                )
+                raise IscsiError(Err.FATAL_LOGIN) from None
+            if cls == 3:
+                output.error(
+                    f"discovery login to {host} rejected: target error ({cls:02x}/{detail:02x})"
+                )
+                failures += 1
+                continue
+            output.error(e.message)
+            raise IscsiError(e.code) from None
+        except IscsiError as e:
+            if e.code not in (Err.TRANS, Err.TRANS_TIMEOUT):
+                if e.message != err_to_str(e.code):
+                    output.error(e.message)
+                raise IscsiError(e.code) from None
+            output.error(e.message)  # "cannot make connection to ...": try again
+            failures += 1
+        except OSError as e:
+            output.error(f"cannot make connection to {host}: {e.strerror or e}")
+            failures += 1
+    output.error(f"connection login retries (reopen_max) {reopen_max} exceeded")
+    raise IscsiError(Err.PDU_TIMEOUT)
 
 
 def _after_discovery(env: Env, recs: list[NodeRecord]) -> int:

@@ -239,7 +239,7 @@ def login_all(env: Env, mode: str) -> int:
         recs = [r for r in recs if r.get("node.startup") == mode]
     if not recs:
         raise fail("No records found", Err.NO_OBJS_FOUND)
-    rc = login_records(recs, ignore_exists=True)
+    rc = login_records(recs)
     if rc:
         output.error("Could not log into all portals")
     return rc

@@ -99,6 +99,86 @@ def session_target(sid: int, target: str, address: str, port: int) -> str:
     return f"[sid: {sid}, target: {target}, portal: {address},{port}]"
 
 
+# The login/logout lines of open-iscsi 2.1.8, in one place (the VM tier reuses them).
+# stdout (log_info):
+def logging_in(iface: str, target: str, address: str, port: int) -> str:
+    return f"Logging in to {login_target(iface, target, address, port)}"
+
+
+def login_ok(iface: str, target: str, address: str, port: int) -> str:
+    return f"Login to {login_target(iface, target, address, port)} successful."
+
+
+def logging_out(sid: int, target: str, address: str, port: int) -> str:
+    return f"Logging out of session {session_target(sid, target, address, port)}"
+
+
+def logout_ok(sid: int, target: str, address: str, port: int) -> str:
+    return f"Logout of {session_target(sid, target, address, port)} successful."
+
+
+def stats_banner(sid: int, target: str, address: str, port: int) -> str:
+    return f"Stats for session {session_target(sid, target, address, port)}"
+
+
+# stderr (log_error/log_warning, printed with the `iscsiadm: ` prefix by `error`):
+def login_failed(iface: str, target: str, address: str, port: int) -> str:
+    return f"Could not login to {login_target(iface, target, address, port)}."
+
+
+def logout_failed(sid: int, target: str, address: str, port: int) -> str:
+    return f"Could not logout of {session_target(sid, target, address, port)}."
+
+
+def sessions_present(iface: str, requested: int, present: int) -> str:
+    """open-iscsi's warning when a node already has its node.session.nr_sessions sessions."""
+    plural = "" if requested == 1 else "s"
+    return f"{iface}: {requested} session{plural} requested, but {present} already present."
+
+
+LOGIN_ALL_FAILED = "Could not log into all portals"
+LOGOUT_ALL_FAILED = "Could not logout of all requested sessions"
+NO_MATCHING_SESSIONS = "No matching sessions found"
+NO_ACTIVE_SESSIONS = "No active sessions."
+
+# -s: the counters open-iscsi prints under "iSCSI SNMP:", in its order; any other counter of
+# the reply is a transport's own and goes under "iSCSI Extended:".
+SNMP_STATS = (
+    "txdata_octets",
+    "rxdata_octets",
+    "noptx_pdus",
+    "scsicmd_pdus",
+    "tmfcmd_pdus",
+    "login_pdus",
+    "text_pdus",
+    "dataout_pdus",
+    "logout_pdus",
+    "snack_pdus",
+    "noprx_pdus",
+    "scsirsp_pdus",
+    "tmfrsp_pdus",
+    "textrsp_pdus",
+    "datain_pdus",
+    "logoutrsp_pdus",
+    "r2t_pdus",
+    "async_pdus",
+    "rjt_pdus",
+    "digest_err",
+    "timeout_err",
+)
+
+
+def stats_lines(counters: dict[str, int]) -> list[str]:
+    """The body of `-m session -s` from a `stats` reply's counters (missing ones print 0)."""
+    lines = ["iSCSI SNMP:"]
+    lines += [f"\t{name}: {int(counters.get(name, 0))}" for name in SNMP_STATS]
+    extended = [(k, v) for k, v in counters.items() if k not in SNMP_STATS]
+    if extended:
+        lines.append("iSCSI Extended:")
+        lines += [f"\t{name}: {int(value)}" for name, value in extended]
+    return lines
+
+
 def discovery_list(address: str, port: int, type_: str) -> str:
     return f"{address}:{port} via {'isns' if type_ == 'isns' else 'sendtargets'}"
 

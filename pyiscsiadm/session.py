@@ -1,9 +1,19 @@
-"""iscsiadm -m session: list sessions from sysfs, log out, rescan, stats."""
+"""iscsiadm -m session: list sessions from sysfs, show their records, log out, rescan, stats."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pyiscsiadm import output, sysfs
-from pyiscsiadm.common import Env, Exit, fail, logout_sessions, session_matches
+from pyiscsiadm.common import (
+    Env,
+    Exit,
+    fail,
+    iscsid_request,
+    logout_sessions,
+    report_error,
+    session_matches,
+)
 from pyiscsid.errors import Err
 
 
@@ -23,29 +33,56 @@ def run(env: Env) -> int:
             return stats([s])
         if o.op_names and o.op_names != ["show"]:
             raise fail("operation is not supported.")
-        return print_sessions([s], o.info_level)
+        if o.info_level > 0:
+            return print_sessions([s], o.info_level, o.show)
+        return show_records(env, s)
     if "new" in o.op_names:
         raise fail("session mode: Operation 'new' only allowed with specific session IDs")
     if o.logout or o.rescan or o.stats:
         sessions = [s for s in sysfs.list_sessions() if session_matches(s, o)]
         if not sessions:
             if o.logout:
-                raise fail("No matching sessions found", Err.NO_OBJS_FOUND)
+                raise fail(output.NO_MATCHING_SESSIONS, Err.NO_OBJS_FOUND)
             raise fail("No session found.", Err.NO_OBJS_FOUND)
         if o.logout:
             return logout_sessions(sessions)
         return rescan(sessions) if o.rescan else stats(sessions)
     sessions = sysfs.list_sessions()
     if not sessions:
-        raise fail("No active sessions.", Err.NO_OBJS_FOUND)
-    return print_sessions(sessions, o.info_level)
+        raise fail(output.NO_ACTIVE_SESSIONS, Err.NO_OBJS_FOUND)
+    return print_sessions(sessions, o.info_level, o.show)
 
 
-def print_sessions(sessions: list[sysfs.SessionInfo], level: int) -> int:
+def show_records(env: Env, s: sysfs.SessionInfo) -> int:
+    """`-m session -r SID` (no -P): the node record(s) the session was made from."""
+    recs = env.db.find_nodes(
+        target=s.target, address=s.persistent_address, port=s.persistent_port, iface=s.iface
+    )
+    if not recs:
+        raise fail("No records found", Err.NO_OBJS_FOUND)
+    out = []
+    for rec in recs:
+        text = rec.dump(show=env.opts.show)
+        out.append(text if text.endswith("\n") else text + "\n")
+    print("".join(out), end="")
+    return 0
+
+
+def iscsid_states(sid: int) -> tuple[object, object]:
+    """iscsid's (conn_state, session_state) numbers for a session; (None, None) when it does not
+    know the session or cannot be reached (its messages are printed, as open-iscsi does)."""
+    code, reply = iscsid_request("session_info", sid=sid)
+    if code:
+        return None, None
+    return reply.get("conn_state"), reply.get("session_state")
+
+
+def print_sessions(sessions: list[sysfs.SessionInfo], level: int, show: bool = False) -> int:
     if level in (-1, 0):
         lines = [sysfs.session_flat(s) for s in sessions]
     elif level in (1, 2, 3):
-        lines = sysfs.session_tree(sessions, level)
+        states = {s.sid: iscsid_states(s.sid) for s in sessions}
+        lines = sysfs.session_tree(sessions, level, states, show)
     else:
         raise fail(f"Invalid info level {level}. Try 0 - 3.")
     print("\n".join(lines))
@@ -68,22 +105,20 @@ def rescan(sessions: list[sysfs.SessionInfo]) -> int:
     return rc
 
 
-def stats(sessions: list[sysfs.SessionInfo]) -> int:
-    from pyiscsid import ipc
-    from pyiscsid.errors import IscsiError
+def _counters(reply: dict[str, Any]) -> dict[str, int]:
+    raw = reply.get("stats")
+    if not isinstance(raw, dict):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
 
+
+def stats(sessions: list[sysfs.SessionInfo]) -> int:
+    """`-s`: iscsid's `stats {sid}` reply printed as open-iscsi prints MGMT_IPC_SESSION_STATS."""
     for s in sessions:
-        try:
-            reply = ipc.request("stats", sid=s.sid)
-        except IscsiError as e:
-            output.error(e.message)
-            raise Exit(e.code) from None
-        if reply["code"]:
-            raise fail(f"Could not get stats for sid {s.sid}: {reply['message']}", reply["code"])
-        output.info(
-            f"Stats for session [sid: {s.sid}, target: {s.target}, portal: "
-            f"{s.persistent_address},{s.persistent_port}]"
-        )
-        for key, value in reply.get("stats", {}).items():
-            output.info(f"\t{key}: {value}")
+        code, reply = iscsid_request("stats", sid=s.sid)
+        if code:
+            report_error(code)
+            raise Exit(code)
+        output.info(output.stats_banner(s.sid, s.target, s.persistent_address, s.port))
+        print("\n".join(output.stats_lines(_counters(reply))))
     return 0

@@ -1,18 +1,50 @@
-"""Sessions as the kernel shows them under /sys/class/iscsi_session (the transport class layout).
+"""Sessions as the kernel shows them in sysfs (the iSCSI transport class layout).
 
-The root is $PYISCSI_SYSFS (default /sys) so tests can point it at a fake tree.
+What is read, relative to the root ($PYISCSI_SYSFS, default /sys), as open-iscsi 2.1.8 reads it:
+
+    class/iscsi_session/sessionS/      targetname tpgt state ifacename initiatorname
+                                       username password username_in password_in
+                                       recovery_tmo abort_tmo lu_reset_tmo tgt_reset_tmo
+                                       first_burst_len max_burst_len immediate_data
+                                       initial_r2t max_outstanding_r2t
+                                       device -> .../hostH/sessionS (the host number is the
+                                       `hostH` component of the session's real path)
+    class/iscsi_connection/connectionS:0/  address port persistent_address persistent_port
+                                       header_digest data_digest max_recv_dlength
+                                       max_xmit_dlength
+    class/iscsi_host/hostH/            ipaddress hwaddress netdev initiatorname
+    class/scsi_host/hostH/             proc_name (iscsi_tcp -> transport "tcp") state
+    <session device>/targetH:0:T/H:0:T:L/   state, block/sdX (or a block:sdX link)
+    module/scsi_transport_iscsi/version     (-P 3's first line; else module/iscsi_if/version)
+
+Missing files read as "unknown" (-1, or the defaults open-iscsi uses), never as errors, except
+a session without a readable targetname, which is skipped as open-iscsi skips it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+UNKNOWN = "<empty>"  # open-iscsi's UNKNOWN_VALUE
+DEFAULT = "default"  # libopeniscsiusr's default hwaddress/netdev/ipaddress
 
 
 def sysfs_root() -> Path:
     return Path(os.environ.get("PYISCSI_SYSFS") or "/sys")
+
+
+@dataclass
+class ScsiDevice:
+    """One LUN under a session: `H:0:T:L`, its disk (sdX) if any, its state."""
+
+    host_no: int
+    target: int
+    lun: int
+    disk: str | None = None
+    state: str | None = None
 
 
 @dataclass
@@ -32,6 +64,26 @@ class SessionInfo:
     abort_tmo: int = -1
     lu_reset_tmo: int = -1
     tgt_reset_tmo: int = -1
+    username: str = ""
+    password: str = ""
+    username_in: str = ""
+    password_in: str = ""
+    # the iface as the host shows it
+    initiatorname: str = ""
+    ipaddress: str = DEFAULT
+    hwaddress: str = DEFAULT
+    netdev: str = DEFAULT
+    # negotiated parameters (-1: not known)
+    header_digest: int = -1
+    data_digest: int = -1
+    max_recv_dlength: int = -1
+    max_xmit_dlength: int = -1
+    first_burst_len: int = -1
+    max_burst_len: int = -1
+    immediate_data: int = -1
+    initial_r2t: int = -1
+    max_outstanding_r2t: int = -1
+    session_dir: Path | None = field(default=None, repr=False)
 
 
 class SessionLookupError(Exception):
@@ -39,14 +91,36 @@ class SessionLookupError(Exception):
 
 
 def _read(path: Path) -> str:
-    return path.read_text(errors="replace").strip()
+    text = path.read_text(errors="replace").strip()
+    return "" if text == "(null)" else text
+
+
+def _try(path: Path, default: str = "") -> str:
+    try:
+        return _read(path)
+    except OSError:
+        return default
 
 
 def _read_int(path: Path, default: int = -1) -> int:
+    text = _try(path)
     try:
-        return int(_read(path))
-    except (OSError, ValueError):
-        return default
+        return int(text)
+    except ValueError:
+        return {"none": 0, "crc32c": 1, "yes": 1, "no": 0}.get(text.lower(), default)
+
+
+def _host_no(sdir: Path) -> int:
+    try:
+        resolved = sdir.resolve()
+    except OSError:
+        return -1
+    host_no = -1
+    for part in resolved.parts:
+        m = re.fullmatch(r"host(\d+)", part)
+        if m:
+            host_no = int(m.group(1))
+    return host_no
 
 
 def read_session(sid: int) -> SessionInfo:
@@ -57,22 +131,24 @@ def read_session(sid: int) -> SessionInfo:
         target = _read(sdir / "targetname")
     except OSError:
         raise SessionLookupError("could not read session targetname: 5") from None
-    conn_dirs = sorted((root / "iscsi_connection").glob(f"connection{sid}:*"))
-    cdir = conn_dirs[0] if conn_dirs else sdir
+    cdir = root / "iscsi_connection" / f"connection{sid}:0"
+    if not cdir.is_dir():
+        conns = sorted((root / "iscsi_connection").glob(f"connection{sid}:*"))
+        cdir = conns[0] if conns else sdir
     address = _try(cdir / "address")
     port = _read_int(cdir / "port")
-    p_address = _try(cdir / "persistent_address") or address
-    p_port = _read_int(cdir / "persistent_port", port)
-    host_no = -1
-    try:
-        resolved = sdir.resolve()
-        for part in resolved.parts:
-            m = re.fullmatch(r"host(\d+)", part)
-            if m:
-                host_no = int(m.group(1))
-    except OSError:
-        pass
-    return SessionInfo(
+    p_address = _try(cdir / "persistent_address")
+    p_port = _read_int(cdir / "persistent_port")
+    if address and not p_address:
+        p_address = address
+    elif p_address and not address:
+        address = p_address
+    if p_port == -1 and port != -1:
+        p_port = port
+    elif port == -1 and p_port != -1:
+        port = p_port
+    host_no = _host_no(sdir)
+    s = SessionInfo(
         sid=sid,
         target=target,
         tpgt=_read_int(sdir / "tpgt"),
@@ -87,69 +163,224 @@ def read_session(sid: int) -> SessionInfo:
         abort_tmo=_read_int(sdir / "abort_tmo"),
         lu_reset_tmo=_read_int(sdir / "lu_reset_tmo"),
         tgt_reset_tmo=_read_int(sdir / "tgt_reset_tmo"),
+        username=_try(sdir / "username"),
+        password=_try(sdir / "password"),
+        username_in=_try(sdir / "username_in"),
+        password_in=_try(sdir / "password_in"),
+        initiatorname=_try(sdir / "initiatorname"),
+        header_digest=_read_int(cdir / "header_digest"),
+        data_digest=_read_int(cdir / "data_digest"),
+        max_recv_dlength=_read_int(cdir / "max_recv_dlength"),
+        max_xmit_dlength=_read_int(cdir / "max_xmit_dlength"),
+        first_burst_len=_read_int(sdir / "first_burst_len"),
+        max_burst_len=_read_int(sdir / "max_burst_len"),
+        immediate_data=_read_int(sdir / "immediate_data"),
+        initial_r2t=_read_int(sdir / "initial_r2t"),
+        max_outstanding_r2t=_read_int(sdir / "max_outstanding_r2t"),
+        session_dir=sdir,
     )
+    if host_no >= 0:
+        hdir = root / "iscsi_host" / f"host{host_no}"
+        proc = _try(root / "scsi_host" / f"host{host_no}" / "proc_name")
+        if proc:
+            s.transport = proc.removeprefix("iscsi_")
+        s.hwaddress = _try(hdir / "hwaddress", DEFAULT)
+        s.netdev = _try(hdir / "netdev", DEFAULT)
+        s.ipaddress = _try(hdir / "ipaddress", DEFAULT)
+        if not s.initiatorname:
+            s.initiatorname = _try(hdir / "initiatorname")
+    return s
 
 
-def _try(path: Path) -> str:
+def session_names() -> list[str]:
+    """`sessionN` entries in alphabetical order, as open-iscsi's scandir(alphasort) lists them
+    (session10 before session2)."""
     try:
-        return _read(path)
+        names = os.listdir(sysfs_root() / "class" / "iscsi_session")
     except OSError:
-        return ""
+        return []
+    return sorted(n for n in names if re.fullmatch(r"session\d+", n))
 
 
 def list_sessions() -> list[SessionInfo]:
-    """Every readable session, by sid."""
-    sdir = sysfs_root() / "class" / "iscsi_session"
-    try:
-        names = os.listdir(sdir)
-    except OSError:
-        return []
-    sids = sorted(int(n[7:]) for n in names if re.fullmatch(r"session\d+", n))
+    """Every readable session, in open-iscsi's order (see session_names)."""
     result = []
-    for sid in sids:
+    for name in session_names():
         try:
-            result.append(read_session(sid))
+            result.append(read_session(int(name[7:])))
         except SessionLookupError:
             continue
     return result
 
 
-def session_flat(s: SessionInfo) -> str:
-    """`tcp: [1] 127.0.0.1:3260,1 iqn... (non-flash)` (brackets when the address has no dot)."""
-    addr = s.persistent_address
-    portal = f"{addr}:{s.persistent_port}" if "." in addr else f"[{addr}]:{s.persistent_port}"
-    return f"{s.transport}: [{s.sid}] {portal},{s.tpgt} {s.target} (non-flash)"
+def count_sessions(target: str, address: str, port: int, iface: str = "default") -> int:
+    """How many sessions run to this target through this persistent portal and iface."""
+    return sum(
+        1
+        for s in list_sessions()
+        if s.target == target
+        and s.persistent_address.lower() == address.strip("[]").lower()
+        and s.persistent_port == port
+        and s.iface == iface
+    )
+
+
+def host_state(host_no: int) -> str | None:
+    text = _try(sysfs_root() / "class" / "scsi_host" / f"host{host_no}" / "state")
+    return text or None
+
+
+def kernel_version() -> str | None:
+    """The transport class version -P 3 prints first (None: the line is left out)."""
+    root = sysfs_root() / "module"
+    for module in ("scsi_transport_iscsi", "iscsi_if"):
+        text = _try(root / module / "version")
+        if text:
+            return text
+    return None
+
+
+def _disk_of(ldir: Path) -> str | None:
+    try:
+        entries = sorted(os.listdir(ldir))
+    except OSError:
+        return None
+    for name in entries:
+        if name.startswith("block:"):  # old kernels: a block:sdX link
+            return name[6:]
+        if name == "block":
+            try:
+                disks = sorted(os.listdir(ldir / "block"))
+            except OSError:
+                return None
+            return disks[0] if disks else None
+    return None
+
+
+def scsi_devices(s: SessionInfo) -> list[ScsiDevice]:
+    """The LUNs of a session (`H:0:T:L` under its target directory), sorted by name."""
+    if s.session_dir is None or s.host_no < 0:
+        return []
+    sdev = s.session_dir / "device"
+    if not sdev.exists():
+        sdev = s.session_dir.resolve().parent.parent  # .../hostH/sessionS
+    devices = []
+    for tdir in sorted(sdev.glob(f"target{s.host_no}:0:*")):
+        try:
+            names = sorted(os.listdir(tdir))
+        except OSError:
+            continue
+        for name in names:
+            m = re.fullmatch(r"(\d+):(\d+):(\d+):(\d+)", name)
+            if m is None:
+                continue
+            ldir = tdir / name
+            devices.append(
+                ScsiDevice(
+                    int(m[1]),
+                    int(m[3]),
+                    int(m[4]),
+                    _disk_of(ldir),
+                    _try(ldir / "state") or None,
+                )
+            )
+    return devices
+
+
+# -- output (open-iscsi's session_info.c) ------------------------------------------------------
 
 
 def _portal(addr: str, port: int, tpgt: int) -> str:
     return f"{addr}:{port},{tpgt}" if "." in addr else f"[{addr}]:{port},{tpgt}"
 
 
-def session_tree(sessions: list[SessionInfo], level: int) -> list[str]:
-    """`-m session -P 1..3` (the parts our sessions can show)."""
+def session_flat(s: SessionInfo) -> str:
+    """`tcp: [1] 127.0.0.1:3260,1 iqn... (non-flash)` (brackets when the address has no dot)."""
+    portal = _portal(s.persistent_address, s.persistent_port, s.tpgt)
+    return f"{s.transport}: [{s.sid}] {portal} {s.target} (non-flash)"
+
+
+# iscsid's states as `-P 1` names them (MGMT_IPC_SESSION_INFO's conn_state/session_state)
+CONN_STATES = (
+    "FREE",
+    "TRANSPORT WAIT",
+    "IN LOGIN",
+    "LOGGED IN",
+    "IN LOGOUT",
+    "LOGOUT REQUESTED",
+    "CLEANUP WAIT",
+)
+SESSION_STATES = ("NO CHANGE", "CLEANUP", "REOPEN", "REDIRECT")
+
+
+def _or_unknown(text: str) -> str:
+    return text if text else UNKNOWN
+
+
+def _tmo(value: int) -> str:
+    return str(value) if value >= 0 else UNKNOWN
+
+
+def _state_name(names: tuple[str, ...], value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return names[value]
+    return "Unknown"
+
+
+def session_tree(
+    sessions: list[SessionInfo],
+    level: int,
+    states: dict[int, tuple[object, object]] | None = None,
+    show: bool = False,
+) -> list[str]:
+    """`-m session -P 1..3` lines, byte for byte as open-iscsi 2.1.8 prints them.
+
+    `states` maps a sid to iscsid's (conn_state, session_state) numbers; a sid missing from it
+    prints `Unknown` (iscsid did not answer). `show` (-S) prints the CHAP secrets.
+    """
+    states = states or {}
     lines: list[str] = []
+    if level >= 3:
+        version = kernel_version()
+        if version:
+            lines += [f"iSCSI Transport Class version {version}", "version 2.1.8"]
     prev: SessionInfo | None = None
     for s in sessions:
         if prev is None or prev.target != s.target:
             lines.append(f"Target: {s.target} (non-flash)")
             prev = None
-        if prev is None or (prev.address, prev.port) != (s.address, s.port):
+        if (
+            prev is None
+            or not prev.address
+            or not s.address
+            or prev.port == 0
+            or s.port == 0
+            or (prev.address, prev.port) != (s.address, s.port)
+        ):
             lines.append(f"\tCurrent Portal: {_portal(s.address, s.port, s.tpgt)}")
             lines.append(
                 f"\tPersistent Portal: {_portal(s.persistent_address, s.persistent_port, s.tpgt)}"
             )
         else:
             lines.append("")
+        ip = s.ipaddress
         lines += [
             "\t\t**********",
             "\t\tInterface:",
             "\t\t**********",
-            f"\t\tIface Name: {s.iface}",
-            f"\t\tIface Transport: {s.transport}",
+            f"\t\tIface Name: {_or_unknown(s.iface)}",
+            f"\t\tIface Transport: {_or_unknown(s.transport)}",
+            f"\t\tIface Initiatorname: {_or_unknown(s.initiatorname)}",
+            f"\t\tIface IPaddress: {UNKNOWN if not ip else ip if '.' in ip else f'[{ip}]'}",
+            f"\t\tIface HWaddress: {_or_unknown(s.hwaddress)}",
+            f"\t\tIface Netdev: {_or_unknown(s.netdev)}",
             f"\t\tSID: {s.sid}",
-            "\t\tiSCSI Connection State: Unknown",
-            f"\t\tiSCSI Session State: {s.state}",
-            "\t\tInternal iscsid Session State: Unknown",
+        ]
+        conn_state, sess_state = states.get(s.sid, (None, None))
+        lines += [
+            f"\t\tiSCSI Connection State: {_state_name(CONN_STATES, conn_state)}",
+            f"\t\tiSCSI Session State: {s.state or 'Unknown'}",
+            f"\t\tInternal iscsid Session State: {_state_name(SESSION_STATES, sess_state)}",
         ]
         if level >= 2:
             lines += [
@@ -157,16 +388,69 @@ def session_tree(sessions: list[SessionInfo], level: int) -> list[str]:
                 "\t\tTimeouts:",
                 "\t\t*********",
                 f"\t\tRecovery Timeout: {s.recovery_tmo}",
-                f"\t\tTarget Reset Timeout: {s.tgt_reset_tmo}",
-                f"\t\tLUN Reset Timeout: {s.lu_reset_tmo}",
-                f"\t\tAbort Timeout: {s.abort_tmo}",
+                f"\t\tTarget Reset Timeout: {_tmo(s.tgt_reset_tmo)}",
+                f"\t\tLUN Reset Timeout: {_tmo(s.lu_reset_tmo)}",
+                f"\t\tAbort Timeout: {_tmo(s.abort_tmo)}",
+                "\t\t*****",
+                "\t\tCHAP:",
+                "\t\t*****",
+                f"\t\tusername: {_or_unknown(s.username)}",
+                f"\t\tpassword: {_or_unknown(s.password) if show else '********'}",
+                f"\t\tusername_in: {_or_unknown(s.username_in)}",
+                # open-iscsi labels the shown incoming secret "password" too
+                f"\t\tpassword: {_or_unknown(s.password_in)}"
+                if show
+                else "\t\tpassword_in: ********",
             ]
-        if level >= 3 and s.host_no >= 0:
-            lines += [
-                "\t\t************************",
-                "\t\tAttached SCSI devices:",
-                "\t\t************************",
-                f"\t\tHost Number: {s.host_no}\tState: running",
-            ]
+            lines += _negotiated(s)
+        if level >= 3:
+            lines += _scsi_state(s)
         prev = s
+    return lines
+
+
+def _negotiated(s: SessionInfo) -> list[str]:
+    lines = [
+        "\t\t************************",
+        "\t\tNegotiated iSCSI params:",
+        "\t\t************************",
+    ]
+    digest = {0: "None"}
+    yes_no = {0: "No"}
+    for name, value, kind in (
+        ("HeaderDigest", s.header_digest, "digest"),
+        ("DataDigest", s.data_digest, "digest"),
+        ("MaxRecvDataSegmentLength", s.max_recv_dlength, "int"),
+        ("MaxXmitDataSegmentLength", s.max_xmit_dlength, "int"),
+        ("FirstBurstLength", s.first_burst_len, "int"),
+        ("MaxBurstLength", s.max_burst_len, "int"),
+        ("ImmediateData", s.immediate_data, "bool"),
+        ("InitialR2T", s.initial_r2t, "bool"),
+        ("MaxOutstandingR2T", s.max_outstanding_r2t, "int"),
+    ):
+        if value == -1:
+            continue
+        if kind == "digest":
+            text = digest.get(value, "CRC32C")
+        elif kind == "bool":
+            text = yes_no.get(value, "Yes")
+        else:
+            text = str(value)
+        lines.append(f"\t\t{name}: {text}")
+    return lines
+
+
+def _scsi_state(s: SessionInfo) -> list[str]:
+    lines = [
+        "\t\t************************",
+        "\t\tAttached SCSI devices:",
+        "\t\t************************",
+    ]
+    if s.host_no < 0:
+        return [*lines, "\t\tUnavailable"]
+    lines.append(f"\t\tHost Number: {s.host_no}\tState: {host_state(s.host_no) or 'Unknown'}")
+    for d in scsi_devices(s):
+        lines.append(f"\t\tscsi{d.host_no} Channel 00 Id {d.target} Lun: {d.lun}")
+        if d.disk is not None:
+            lines.append(f"\t\t\tAttached scsi disk {d.disk}\t\tState: {d.state or 'Unknown'}")
     return lines

@@ -2,7 +2,8 @@
 
 `iscsid [-c config] [-i initiatorname] [-f] [-d level] [-u uid] [-g gid] [-n] [-p pidfile]
 [-h] [-v]`. Requests (pyiscsid.ipc): `ping`, `login {record_id}`, `logout {sid}`,
-`list_sessions`, `stop`. The kernel side is pyiscsid.kernel_session: one call per operation
+`list_sessions`, `session_info {sid}`, `stats {sid}`, `stop`.
+The kernel side is pyiscsid.kernel_session: one call per operation
 (`start_session`, `stop_session`, `list_sessions`); without the iscsi_if module a login is
 answered with TRANS_NOT_FOUND (12).
 """
@@ -158,6 +159,36 @@ class Iscsid:
         k = kernel()
         sessions = [_jsonable(s) for s in k.list_sessions()] if k is not None else []
         return {"sessions": sessions}
+
+    def _session_sid(self, args: dict[str, Any]) -> tuple[Any, int]:
+        """The kernel interface and the sid of a request about a session it has."""
+        sid = args.get("sid")
+        if not isinstance(sid, int) or isinstance(sid, bool):
+            raise IscsiError(Err.INVALID_MGMT_REQ, "the request needs a sid")
+        k = kernel()
+        if k is None or all(s.sid != sid for s in k.list_sessions()):
+            raise IscsiError(Err.SESS_NOT_FOUND, f"no session {sid}")
+        return k, sid
+
+    def op_session_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`session_info {sid}` -> {"conn_state": int, "session_state": int}: open-iscsi's
+        numbers (conn 3 = LOGGED IN, session 0 = NO CHANGE), which `-m session -P 1` names."""
+        k, sid = self._session_sid(args)
+        state = getattr(k, "session_state", None)
+        if state is not None:
+            conn_state, session_state = state(sid)
+            return {"conn_state": int(conn_state), "session_state": int(session_state)}
+        return {"conn_state": 3, "session_state": 0}
+
+    def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`stats {sid}` -> {"stats": {counter: int}}, the counters named as `iscsiadm -m
+        session -s` prints them (pyiscsiadm.output.SNMP_STATS, then the transport's own, e.g.
+        tx_sendpage_failures). Filled by kernel_session.session_stats(sid) (GET_STATS)."""
+        k, sid = self._session_sid(args)
+        get = getattr(k, "session_stats", None)
+        if get is None:
+            raise IscsiError(Err.OP_NOT_SUPP, "statistics are not available")
+        return {"stats": {str(name): int(value) for name, value in get(sid).items()}}
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:

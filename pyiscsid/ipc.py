@@ -4,6 +4,24 @@ Wire format: the client sends one JSON object (`{"op": "login", ...}`) followed 
 the server answers with one JSON object (`{"code": 0, "message": "", ...}`) and a newline, then
 closes the connection. `code` is an open-iscsi exit code (`pyiscsid.errors.Err`).
 
+Requests and their reply fields (besides `code` and `message`):
+
+    ping                  -> {"version": "2.1.8", "pid": int}
+    login {record_id}     -> {"sid": int}
+    logout {sid}          -> {}
+    list_sessions         -> {"sessions": [kernel_session.SessionInfo as a dict, ...]}
+    session_info {sid}    -> {"conn_state": int, "session_state": int}, open-iscsi's numbers
+                             (conn: 0 FREE, 1 TRANSPORT WAIT, 2 IN LOGIN, 3 LOGGED IN,
+                             4 IN LOGOUT, 5 LOGOUT REQUESTED, 6 CLEANUP WAIT; session: 0 NO
+                             CHANGE, 1 CLEANUP, 2 REOPEN, 3 REDIRECT); SESS_NOT_FOUND (2) for
+                             a session iscsid does not know
+    stats {sid}           -> {"stats": {counter name: int}}: the names `iscsiadm -m session
+                             -s` prints (txdata_octets, rxdata_octets, noptx_pdus, ...,
+                             timeout_err: pyiscsiadm.output.SNMP_STATS), then any transport
+                             counters (tx_sendpage_failures, rx_discontiguous_hdr,
+                             eh_abort_cnt), printed under "iSCSI Extended:" in reply order
+    stop                  -> {}
+
 The socket path is $ISCSID_SOCKET, default /run/iscsid.sock. Only peers running as root or as
 the daemon's own uid are served (SO_PEERCRED).
 """

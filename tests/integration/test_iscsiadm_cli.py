@@ -143,16 +143,21 @@ def test_rediscovery_keeps_user_settings(env, two):
     assert "node.startup = manual\n" in adm(env, "-m", "node", "-T", B).stdout
 
 
-def test_dead_portal(env, tgtd):
+def test_dead_portal(env, tgtd, tmp_path):
+    """With reopen_max 0 in iscsid.conf: one attempt, no wait (the default count is tested in
+    test_reference_outputs)."""
     from tgt import free_port
 
+    Path(env["ISCSID_CONFIG"]).write_text("discovery.sendtargets.reopen_max = 0\n")
     port = free_port()
+    start = time.monotonic()
     r = adm(env, "-m", "discovery", "-t", "st", "-p", f"127.0.0.1:{port}")
-    assert r.returncode == 4
-    assert r.stdout == ""
+    assert time.monotonic() - start < 3
+    assert (r.returncode, r.stdout) == (11, "")
     assert r.stderr == (
         "iscsiadm: cannot make connection to 127.0.0.1: Connection refused\n"
-        "iscsiadm: Could not perform SendTargets discovery: encountered connection failure\n"
+        "iscsiadm: connection login retries (reopen_max) 0 exceeded\n"
+        "iscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n"
     )
 
 
@@ -219,6 +224,13 @@ def test_no_sessions_and_no_discovery(env):
     assert (r.returncode, r.stdout, r.stderr) == (21, "", "")
 
 
+NOT_RUNNING = (
+    "iscsiadm: iscsid is not running. Could not start it up automatically using the startup "
+    "command in the iscsid.conf iscsid.startup setting. Please check that the file exists or "
+    "that your init scripts have started iscsid.\n"
+)
+
+
 def test_login_without_iscsid(env, two):
     p = two.portal
     adm(env, "-m", "discovery", "-t", "st", "-p", p)
@@ -227,11 +239,30 @@ def test_login_without_iscsid(env, two):
     assert r.returncode == 20
     assert r.stdout == f"Logging in to {where}\n"
     assert r.stderr == (
-        "iscsiadm: can not connect to iSCSI daemon (111)!\n"
+        NOT_RUNNING + "iscsiadm: can not connect to iSCSI daemon (111)!\n"
         f"iscsiadm: Could not login to {where}.\n"
         "iscsiadm: initiator reported error (20 - could not connect to iscsid)\n"
         "iscsiadm: Could not log into all portals\n"
     )
+
+
+def test_iscsid_startup_command_is_run(env, two, tmp_path):
+    """iscsid.conf's iscsid.startup starts the daemon when nothing listens (open-iscsi's
+    iscsid_startup); the login then reaches it (and fails with 12: no kernel module here)."""
+    p = two.portal
+    adm(env, "-m", "discovery", "-t", "st", "-p", p)
+    Path(env["ISCSID_CONFIG"]).write_text(f"iscsid.startup = {BIN / 'iscsid'}\n")
+    try:
+        r = adm(env, "-m", "node", "-T", A, "-p", p, "--login")
+        where = f"[iface: default, target: {A}, portal: 127.0.0.1,{two.port}]"
+        assert (r.returncode, r.stdout) == (12, f"Logging in to {where}\n")
+        assert r.stderr.startswith(f"iscsiadm: Could not login to {where}.\n")
+    finally:
+        assert adm(env, "-k", "0").returncode == 0
+        deadline = time.monotonic() + 10
+        while os.path.exists(env["ISCSID_SOCKET"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
 
 def test_login_with_iscsid_without_kernel(env, two, tmp_path):
