@@ -334,12 +334,16 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         server.stop()
 
     threading.Thread(target=watch_stop, daemon=True).start()
+    # Sessions a previous iscsid left in the kernel need their NOP-In pings answered too.
+    events = k.start_event_service() if (k := kernel()) is not None else None
     log.info("iscsid %s ready on %s (initiator %s)", VERSION, server.path, daemon.initiator_name)
     report("0")
     try:
         server.serve_forever()
     finally:
         server.close()
+        if events is not None:
+            events.stop()
         if opts.pidfile:
             with contextlib.suppress(OSError):
                 os.unlink(opts.pidfile)

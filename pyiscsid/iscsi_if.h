@@ -1,0 +1,1 @@
+../kernel/iscsi_if.h

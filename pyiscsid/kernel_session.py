@@ -1,0 +1,567 @@
+"""iscsid's kernel sessions: hand a logged-in connection to iscsi_if.ko, tear it down, list it.
+
+``start_session`` turns a finished login into a kernel session (create, set parameters, bind the
+login socket, start, scan, wait for the disks); ``stop_session`` logs out through the kernel and
+destroys the session; ``list_sessions`` reads sysfs only (fast, and right for an iscsid that did
+not create the sessions). The netlink client is imported lazily: listing sessions stays cheap.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyiscsid.errors import Err, IscsiError
+
+if TYPE_CHECKING:
+    from pyiscsid.netlink import IscsiNetlink
+    from pyiscsid.records import NodeRecord
+
+log = logging.getLogger(__name__)
+
+SYSFS = Path(os.environ.get("PYISCSI_SYSFS", "/sys"))
+DEV = Path(os.environ.get("PYISCSI_DEV", "/dev"))
+DISK_WAIT = 15.0  # seconds start_session waits for the block devices of the scanned LUNs
+LOGOUT_ITT_BASE = 0x80000000  # ITTs of iscsid's PDUs have bit 31 set (kernel/iscsi_if.h)
+
+_CONN = "node.conn[0]."
+
+# The login sockets bound to kernel connections: closed after DESTROY_CONN. The kernel holds its
+# own reference, so a session outlives an iscsid that dies without closing them.
+_sockets: dict[tuple[int, int], socket.socket] = {}
+_lock = threading.Lock()
+_itt = itertools.count(1)
+_closing: set[int] = set()  # SIDs being logged out: their connection errors are expected
+
+
+def _next_itt() -> int:
+    return LOGOUT_ITT_BASE | (next(_itt) % 0x7FFFFFFF)
+
+
+def available() -> bool:
+    """True if the iscsi_if module is loaded (its generic netlink family exists)."""
+    from pyiscsid.netlink import family_available
+
+    return family_available()
+
+
+def _yn(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _rec_int(record: NodeRecord, name: str, default: int) -> int:
+    try:
+        return int(record.get(name))
+    except (IscsiError, ValueError, KeyError):
+        return default
+
+
+def _rec_str(record: NodeRecord, name: str) -> str:
+    try:
+        return str(record.get(name))
+    except (IscsiError, KeyError):
+        return ""
+
+
+def session_params(record: NodeRecord, login: Any, initiator_name: str = "") -> list[Any]:
+    """[(Param, value text, is_connection_param)] for a login of `record` (no I/O).
+
+    A value of "" means unknown: start_session leaves such parameters unset.
+    """
+    from pyiscsid.uapi import Param
+
+    neg = login.negotiated
+    xmit = int(neg.max_xmit_data_segment_length)
+    cap = _rec_int(record, _CONN + "iscsi.MaxXmitDataSegmentLength", 0)
+    if cap > 0:
+        xmit = min(xmit, cap)
+    tpgt = neg.target_portal_group_tag
+    if tpgt is None:
+        tpgt = record.tpgt
+    isid = bytes(login.isid)
+    initiator = (
+        initiator_name
+        or _rec_str(record, "iface.initiatorname")
+        or str(getattr(getattr(login, "settings", None), "initiator_name", "") or "")
+    )
+    conn = [
+        (Param.MAX_RECV_DLENGTH, str(neg.max_recv_data_segment_length)),
+        (Param.MAX_XMIT_DLENGTH, str(xmit)),
+        (Param.HDRDGST_EN, _yn(neg.header_digest)),
+        (Param.DATADGST_EN, _yn(neg.data_digest)),
+        (Param.CONN_ADDRESS, str(login.address)),
+        (Param.CONN_PORT, str(login.port)),
+        (Param.PERSISTENT_ADDRESS, record.address),
+        (Param.PERSISTENT_PORT, str(record.port)),
+        (Param.PING_TMO, str(_rec_int(record, _CONN + "timeo.noop_out_timeout", 5))),
+        (Param.RECV_TMO, str(_rec_int(record, _CONN + "timeo.noop_out_interval", 5))),
+    ]
+    sess = [
+        (Param.TARGET_NAME, str(login.target_name or record.target)),
+        (Param.TPGT, str(tpgt) if tpgt >= 0 else ""),
+        (Param.INITIATOR_NAME, initiator),
+        (Param.TARGET_ALIAS, neg.target_alias),
+        (Param.IFACE_NAME, record.iface),
+        (Param.ISID, isid.hex()),
+        (Param.TSIH, str(login.tsih)),
+        (Param.INITIAL_R2T_EN, _yn(neg.initial_r2t)),
+        (Param.IMM_DATA_EN, _yn(neg.immediate_data)),
+        (Param.FIRST_BURST, str(neg.first_burst_length)),
+        (Param.MAX_BURST, str(neg.max_burst_length)),
+        (Param.MAX_R2T, str(neg.max_outstanding_r2t)),
+        (Param.PDU_INORDER_EN, _yn(neg.data_pdu_in_order)),
+        (Param.DATASEQ_INORDER_EN, _yn(neg.data_sequence_in_order)),
+        (Param.ERL, str(neg.error_recovery_level)),
+        (Param.DEF_TIME2WAIT, str(neg.default_time2wait)),
+        (Param.DEF_TIME2RETAIN, str(neg.default_time2retain)),
+        (
+            Param.RECOVERY_TMO,
+            str(_rec_int(record, "node.session.timeo.replacement_timeout", 120)),
+        ),
+        (Param.ABORT_TMO, str(_rec_int(record, "node.session.err_timeo.abort_timeout", 15))),
+        (
+            Param.LU_RESET_TMO,
+            str(_rec_int(record, "node.session.err_timeo.lu_reset_timeout", 30)),
+        ),
+        (
+            Param.TGT_RESET_TMO,
+            str(_rec_int(record, "node.session.err_timeo.tgt_reset_timeout", 30)),
+        ),
+        (Param.USERNAME, _rec_str(record, "node.session.auth.username")),
+        (Param.USERNAME_IN, _rec_str(record, "node.session.auth.username_in")),
+    ]
+    return [(p, v, True) for p, v in conn] + [(p, v, False) for p, v in sess]
+
+
+def start_session(record: NodeRecord, login: Any, initiator_name: str = "") -> int:
+    """Make the logged-in connection `login` (a login.LoginResult) a kernel session; its SID.
+
+    Creates the session (cmds_max/queue_depth from the record) and connection, sets every
+    negotiated and identity parameter, binds the login socket with CmdSN/ExpStatSN, starts the
+    connection, scans, and waits until the disks' block devices exist. On failure everything
+    created is torn down again and an IscsiError is raised. Starts the event service (NOP-In
+    answers) if this process does not run it yet.
+    """
+    from pyiscsid.netlink import IscsiNetlink
+    from pyiscsid.uapi import Stop
+
+    start_event_service()
+    cmds_max = _rec_int(record, "node.session.cmds_max", 128)
+    queue_depth = _rec_int(record, "node.session.queue_depth", 32)
+    cid = int(getattr(login, "cid", 0))
+    with IscsiNetlink() as nl:
+        created = nl.create_session(cmds_max, queue_depth)
+        sid = created.sid
+        stage = "create the connection"
+        bound = False
+        try:
+            nl.create_conn(sid, cid)
+            stage = "set the session parameters"
+            for param, value, is_conn in session_params(record, login, initiator_name):
+                if value == "":
+                    continue  # not known: the kernel shows it as unset
+                nl.set_param(sid, param, value, cid if is_conn else None)
+            stage = "hand the connection to the kernel"
+            login.sock.setblocking(True)  # no O_NONBLOCK left over from the login's timeouts
+            nl.bind_conn(
+                sid,
+                cid,
+                login.sock.fileno(),
+                login.exp_statsn,
+                login.cmdsn,
+                getattr(login, "max_cmdsn", None),
+            )
+            bound = True
+            with _lock:
+                _sockets[(sid, cid)] = login.sock
+            stage = "start the connection"
+            nl.start_conn(sid, cid)
+            stage = "scan for LUNs"
+            if _rec_str(record, "node.session.scan") != "manual":
+                nl.scan(sid)
+        except IscsiError as exc:
+            _teardown(nl, sid, [cid], Stop.TERM if bound else None)
+            raise IscsiError(exc.code, f"session {sid}: could not {stage}: {exc.message}") from exc
+        except BaseException:
+            _teardown(nl, sid, [cid], Stop.TERM if bound else None)
+            raise
+    missing = wait_for_disks(created.host_no, DISK_WAIT)
+    if missing:
+        log.warning("session %d: no block device appeared for %s", sid, ", ".join(missing))
+    return sid
+
+
+def _teardown(nl: IscsiNetlink, sid: int, cids: list[int], stop: int | None) -> IscsiError | None:
+    """Stop (if bound), destroy the connections and the session; log, do not raise.
+
+    Returns the DESTROY_SESSION error if the session could not be destroyed (None: it is gone).
+    """
+    for cid in cids:
+        if stop is not None:
+            try:
+                nl.stop_conn(sid, cid, stop)
+            except IscsiError as exc:
+                log.warning("session %d: STOP_CONN: %s", sid, exc.message)
+        try:
+            nl.destroy_conn(sid, cid)
+        except IscsiError as exc:
+            if exc.code != Err.SESS_NOT_FOUND:
+                log.warning("session %d: DESTROY_CONN: %s", sid, exc.message)
+        with _lock:
+            sock = _sockets.pop((sid, cid), None)
+        if sock is not None:
+            sock.close()
+    try:
+        nl.destroy_session(sid)
+    except IscsiError as exc:
+        if exc.code != Err.SESS_NOT_FOUND:
+            log.warning("session %d: DESTROY_SESSION: %s", sid, exc.message)
+            return exc
+    return None
+
+
+def logout_pdu(itt: int, cid: int) -> bytes:
+    """Logout Request, reason close-the-session, immediate; the kernel fills CmdSN/ExpStatSN."""
+    from pyiscsid.pdu import LogoutRequest
+
+    return LogoutRequest(immediate=True, reason=0, itt=itt, cid=cid).encode()
+
+
+def logout_response_of(pdu: bytes, itt: int) -> int | None:
+    """The Response field if `pdu` is the Logout Response to `itt`, else None."""
+    from pyiscsid.pdu import LogoutResponse, decode_bhs
+
+    if len(pdu) < 48:
+        return None
+    try:
+        rsp = decode_bhs(pdu[:48])
+    except IscsiError:
+        return None
+    if isinstance(rsp, LogoutResponse) and rsp.itt == itt:
+        return rsp.response
+    return None
+
+
+def stop_session(sid: int, timeout: float = 15.0) -> None:
+    """Log out of session `sid` through the kernel, then stop and destroy it.
+
+    Sends a Logout Request (SEND_PDU) and waits up to `timeout` seconds for the target's Logout
+    Response; tears the session down whether or not the target answers. IscsiError
+    SESS_NOT_FOUND if there is no such session, LOGOUT if the kernel would not destroy it.
+    """
+    from pyiscsid.netlink import IscsiNetlink
+
+    with IscsiNetlink() as nl:
+        nl.get_session(sid)  # raises SESS_NOT_FOUND
+        with _lock:
+            _closing.add(sid)
+        try:
+            _logout_and_destroy(nl, sid, timeout)
+        finally:
+            with _lock:
+                _closing.discard(sid)
+
+
+def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
+    from pyiscsid.netlink import ConnErrorEvent, EventListener, RecvPduEvent, SessionDestroyedEvent
+    from pyiscsid.uapi import Stop
+
+    cids = connection_ids(sid) or [0]
+    answered = False
+    with EventListener() as events:  # subscribed before the request: the answer cannot slip by
+        itt = _next_itt()
+        try:
+            nl.send_pdu(sid, cids[0], logout_pdu(itt, cids[0]))
+        except IscsiError as exc:
+            log.warning("session %d: cannot send the Logout Request: %s", sid, exc.message)
+            timeout = 0.0
+        for event in events.wait(timeout):
+            if getattr(event, "sid", sid) != sid:
+                continue
+            if isinstance(event, RecvPduEvent):
+                response = logout_response_of(event.pdu, itt)
+                if response is not None:
+                    if response != 0:
+                        log.warning("session %d: logout response %d", sid, response)
+                    answered = True
+                    break
+            elif isinstance(event, ConnErrorEvent | SessionDestroyedEvent):
+                break
+    if not answered:
+        log.warning("session %d: no Logout Response, tearing down anyway", sid)
+    error = _teardown(nl, sid, cids, Stop.TERM)
+    if error is not None:
+        raise IscsiError(Err.LOGOUT, f"session {sid}: could not be destroyed: {error.message}")
+
+
+# ------------------------------------------------------------------------------------------
+# Events: what iscsid must do for running sessions
+# ------------------------------------------------------------------------------------------
+
+RSVD_TAG = 0xFFFFFFFF
+
+
+def nop_out_reply(pdu: bytes) -> bytes | None:
+    """The NOP-Out answering `pdu` if it is a NOP-In that asks for one (TTT != 0xffffffff)."""
+    from pyiscsid.pdu import NopIn, NopOut, decode_bhs
+
+    if len(pdu) < 48:
+        return None
+    try:
+        nop = decode_bhs(pdu[:48])
+    except IscsiError:
+        return None
+    if not isinstance(nop, NopIn) or nop.ttt == RSVD_TAG:
+        return None
+    # RFC 7143 11.18: immediate, ITT reserved, the target's TTT and LUN echoed; the kernel
+    # fills CmdSN (not advanced: immediate) and ExpStatSN.
+    return NopOut(immediate=True, lun=nop.lun, itt=RSVD_TAG, ttt=nop.ttt).encode()
+
+
+class EventService:
+    """iscsid's listener on the kernel's "events" group, run in a thread of its own.
+
+    Answers the targets' NOP-In pings (a target drops a connection whose pings go unanswered)
+    and logs connection errors. Survives the module being absent or unloaded: it retries.
+    """
+
+    def __init__(self, retry: float = 1.0) -> None:
+        self.retry = retry
+        self.stop_event = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.pings_answered = 0
+
+    def start(self) -> EventService:
+        self.thread = threading.Thread(target=self.run, name="iscsi-events", daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.stop_event.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def run(self) -> None:
+        from pyiscsid.netlink import EventListener, IscsiNetlink
+
+        while not self.stop_event.is_set():
+            try:
+                with EventListener() as events, IscsiNetlink() as nl:
+                    while not self.stop_event.is_set():
+                        for event in events.poll(0.5):
+                            self.handle(nl, event)
+            except (IscsiError, OSError) as exc:
+                log.debug("kernel events unavailable: %s", exc)
+                self.stop_event.wait(self.retry)
+
+    def handle(self, nl: IscsiNetlink, event: Any) -> None:
+        from pyiscsid.netlink import ConnErrorEvent, EventsLost, RecvPduEvent
+
+        if isinstance(event, RecvPduEvent):
+            reply = nop_out_reply(event.pdu)
+            if reply is None:
+                return
+            try:
+                nl.send_pdu(event.sid, event.cid, reply)
+                self.pings_answered += 1
+            except IscsiError as exc:
+                log.warning("session %d: cannot answer the target's NOP-In: %s", event.sid, exc)
+        elif isinstance(event, ConnErrorEvent):
+            with _lock:
+                if event.sid in _closing:
+                    return  # the target closes the connection after a logout
+            name = getattr(event.error, "name", str(event.error))
+            log.warning("session %d: connection %d failed (%s)", event.sid, event.cid, name)
+        elif isinstance(event, EventsLost):
+            log.warning("kernel events were lost (socket buffer overrun)")
+
+
+_service: EventService | None = None
+
+
+def start_event_service() -> EventService:
+    """Start iscsid's kernel event thread (answers NOP-In pings) once per process; idempotent.
+
+    iscsid calls it at startup (sessions that a previous iscsid left need their pings
+    answered too); start_session calls it as well, so a session never runs unanswered.
+    """
+    global _service
+    with _lock:
+        if _service is None or _service.stop_event.is_set():
+            _service = EventService().start()
+        return _service
+
+
+# ------------------------------------------------------------------------------------------
+# sysfs
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SessionInfo:
+    """One session as sysfs shows it (iscsi_session/sessionN and its connections)."""
+
+    sid: int
+    host_no: int
+    target_name: str
+    tpgt: int
+    address: str  # the connection's current address (after any redirect)
+    port: int
+    persistent_address: str  # the node record's portal
+    persistent_port: int
+    iface: str
+    initiator_name: str
+    isid: str
+    tsih: int
+    state: str  # LOGGED_IN, FAILED, FREE
+    cids: list[int] = field(default_factory=list)
+    attrs: dict[str, str] = field(default_factory=dict)  # every readable session attribute
+    conn_attrs: dict[str, str] = field(default_factory=dict)  # of the first connection
+    disks: list[str] = field(default_factory=list)  # block device names, e.g. ["sda"]
+    transport: str = "tcp"
+
+
+def _read_attrs(path: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        entries = list(path.iterdir())
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.name == "uevent" or not entry.is_file():
+            continue
+        try:
+            out[entry.name] = entry.read_text(errors="replace").strip()
+        except OSError:
+            continue  # write-only or unreadable attribute
+    return out
+
+
+def _int(text: str | None, default: int = -1) -> int:
+    try:
+        return int(text or "", 0)
+    except ValueError:
+        return default
+
+
+def connection_ids(sid: int) -> list[int]:
+    prefix = f"connection{sid}:"
+    root = SYSFS / "class" / "iscsi_connection"
+    try:
+        names = [p.name for p in root.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return []
+    return sorted(_int(n[len(prefix) :], 0) for n in names)
+
+
+def session_host(sid: int) -> int:
+    """The Scsi_Host number of session `sid` (-1 if unknown)."""
+    sess = SYSFS / "class" / "iscsi_session" / f"session{sid}"
+    try:
+        parts = (sess / "device").resolve().parts
+    except OSError:
+        return -1
+    for part in reversed(parts):
+        if part.startswith("host") and part[4:].isdigit():
+            return int(part[4:])
+    return -1
+
+
+def scsi_devices(host_no: int) -> list[Path]:
+    """sysfs dirs of the SCSI devices (H:C:T:L) of host `host_no`."""
+    root = SYSFS / "bus" / "scsi" / "devices"
+    try:
+        names = [p.name for p in root.iterdir()]
+    except OSError:
+        return []
+    prefix = f"{host_no}:"
+    return sorted(root / n for n in names if n.startswith(prefix) and n.count(":") == 3)
+
+
+def host_disks(host_no: int) -> list[str]:
+    """Block device names of the disks on host `host_no`."""
+    disks: list[str] = []
+    for dev in scsi_devices(host_no):
+        try:
+            disks += sorted(p.name for p in (dev / "block").iterdir())
+        except OSError:
+            continue
+    return disks
+
+
+def wait_for_disks(host_no: int, timeout: float) -> list[str]:
+    """Wait until every disk-type LUN of the host has its /dev node; the H:C:T:L still missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        missing = []
+        for dev in scsi_devices(host_no):
+            if (dev / "type").exists() and _read(dev / "type") not in ("0", "7", "14"):
+                continue  # not a block device type (e.g. an enclosure or controller LUN)
+            try:
+                names = [p.name for p in (dev / "block").iterdir()]
+            except OSError:
+                names = []
+            if not names or not all((DEV / n).exists() for n in names):
+                missing.append(dev.name)
+        if not missing or time.monotonic() >= deadline:
+            return missing
+        time.sleep(0.05)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def session_info(sid: int) -> SessionInfo | None:
+    """SessionInfo of `sid` from sysfs, None if the session does not exist."""
+    sess = SYSFS / "class" / "iscsi_session" / f"session{sid}"
+    if not sess.is_dir():
+        return None
+    attrs = _read_attrs(sess)
+    cids = connection_ids(sid)
+    conn = (
+        _read_attrs(SYSFS / "class" / "iscsi_connection" / f"connection{sid}:{cids[0]}")
+        if cids
+        else {}
+    )
+    host_no = session_host(sid)
+    return SessionInfo(
+        sid=sid,
+        host_no=host_no,
+        target_name=attrs.get("targetname", ""),
+        tpgt=_int(attrs.get("tpgt")),
+        address=conn.get("address", ""),
+        port=_int(conn.get("port")),
+        persistent_address=conn.get("persistent_address", ""),
+        persistent_port=_int(conn.get("persistent_port")),
+        iface=attrs.get("ifacename", ""),
+        initiator_name=attrs.get("initiatorname", ""),
+        isid=attrs.get("isid", ""),
+        tsih=_int(attrs.get("tsih"), 0),
+        state=attrs.get("state", ""),
+        cids=cids,
+        attrs=attrs,
+        conn_attrs=conn,
+        disks=host_disks(host_no) if host_no >= 0 else [],
+    )
+
+
+def list_sessions() -> list[SessionInfo]:
+    """Every iscsi_if session in sysfs, by SID."""
+    root = SYSFS / "class" / "iscsi_session"
+    try:
+        names = [p.name for p in root.iterdir()]
+    except OSError:
+        return []
+    sids = sorted(_int(n[7:]) for n in names if n.startswith("session") and n[7:].isdigit())
+    return [info for sid in sids if (info := session_info(sid)) is not None]
