@@ -78,6 +78,9 @@ enum iscsi_if_attr {
 	ISCSI_IF_ATTR_LUN,		/* u64 */
 	ISCSI_IF_ATTR_STATS,		/* nested: ISCSI_IF_STAT_* u64 attributes */
 	ISCSI_IF_ATTR_PAD,		/* alignment padding for u64 */
+	ISCSI_IF_ATTR_MAX_CMDSN,	/* u32, optional in BIND_CONN: MaxCmdSN of the last login
+					 * response (absent: CMDSN, a window of one command
+					 * until the target's first PDU opens it) */
 	__ISCSI_IF_ATTR_MAX,
 };
 
