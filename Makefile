@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
 	e2fsprogs busybox-static open-iscsi
 
-.PHONY: all setup apt venv test unit integration vm lint demo clean
+.PHONY: all setup apt venv test unit integration vm lint demo clean bench
 
 all: setup
 
@@ -32,8 +32,8 @@ $(VENV)/.stamp: pyproject.toml
 venv: $(VENV)/.stamp
 
 lint: venv
-	$(VENV)/bin/ruff check pyiscsid pyiscsiadm tests
-	$(VENV)/bin/ruff format --check pyiscsid pyiscsiadm tests
+	$(VENV)/bin/ruff check pyiscsid pyiscsiadm tests bench
+	$(VENV)/bin/ruff format --check pyiscsid pyiscsiadm tests bench
 
 unit: venv
 	$(VPY) -m pytest -q tests/unit
@@ -48,9 +48,16 @@ vm: setup
 test: setup lint
 	$(VPY) -m pytest -q tests
 
+# Side by side with the in-kernel initiator in one VM boot (bench/bench.py; not part of `make test`).
+# BENCH_QUICK=1: 1 round, 5 s per workload, 8 login targets. Writes bench/results.{json,md,png}.
+bench: setup
+	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q matplotlib \
+		|| echo "bench: matplotlib not installed; results.png uses the built-in plotter"
+	$(VPY) bench/bench.py
+
+# The main job: boot the VM, LIO target inside, our modules + iscsid + iscsiadm, verified data.
 demo: setup
-	@echo "make demo: needs the kernel modules (next issue: kernel data path bring-up)."
-	@echo "Meanwhile: make test runs discovery and login against a real tgtd target."
+	tests/vm/demo.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

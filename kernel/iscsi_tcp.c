@@ -1,0 +1,2008 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * iscsi_tcp: the TCP transport of the pyiscsi initiator (RFC 7143).
+ *
+ * iscsid logs in on its own socket and hands it over (BIND_CONN). From then
+ * on this module carries SCSI traffic:
+ * - queuecommand builds the SCSI Command PDU in the command's private area
+ *   (struct itcp_task, no allocation per I/O; ITT = blk-mq tag plus a
+ *   generation count), inside the CmdSN window, and queues it;
+ * - one transmit work item per connection sends commands, immediate data,
+ *   unsolicited and solicited Data-Out (pages handed to TCP without copying)
+ *   and iscsid's PDUs, with optional CRC32C digests;
+ * - the socket's data_ready callback parses PDUs with a small state machine
+ *   and copies Data-In straight into the command's scatterlist.
+ * PDUs the data path does not handle go to iscsid as RECV_PDU events.
+ *
+ * Locking: sess->lock (BH-safe spinlock) protects the task table, the
+ * sequence numbers, the transmit queues and the task flags. The receive path
+ * is serialised by the socket lock (tcp_read_sock runs under it); the
+ * transmit path by the work item. Tasks leave the table only in the receive
+ * path, in stop_conn (after receive and transmit are stopped) or on a
+ * deferred completion in the transmit path; scsi_done() is never called
+ * with sess->lock held.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/blk-mq.h>
+#include <linux/crc32c.h>
+#include <linux/delay.h>
+#include <linux/highmem.h>
+#include <linux/kernel.h>
+#include <linux/module.h>
+#include <linux/net.h>
+#include <linux/sched/mm.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/version.h>
+#include <linux/vmalloc.h>
+#include <net/sock.h>
+#include <net/tcp.h>
+#include <scsi/iscsi_proto.h>
+#include <scsi/scsi.h>
+#include <scsi/scsi_cmnd.h>
+#include <scsi/scsi_device.h>
+#include <scsi/scsi_eh.h>
+#include <scsi/scsi_host.h>
+#include <scsi/scsi_tcq.h>
+
+#include "iscsi_if_kern.h"
+
+#define ITCP_BHS		48
+#define ITCP_MAX_AHS		1020		/* TotalAHSLength is 8 bits of words */
+#define ITCP_MAX_R2T		16		/* R2Ts kept per command */
+#define ITCP_ECDB_AHS_MAX	(4 + SCSI_MAX_VARLEN_CDB_SIZE - ISCSI_CDB_SIZE + 4)
+#define ITCP_ITT_TAG_BITS	16
+#define ITCP_ITT_TAG_MASK	((1u << ITCP_ITT_TAG_BITS) - 1)
+#define ITCP_ITT_GEN_MASK	0x7fffu		/* bits 16..30: bit 31 is iscsid's */
+#define ITCP_TMF_TAG		ITCP_ITT_TAG_MASK /* never a blk-mq tag: can_queue <= 4096 */
+#define ITCP_XMIT_BUDGET	64
+#define ITCP_DEF_RECV_DLENGTH	8192
+#define ITCP_MAX_MGMT_QUEUED	64		/* iscsid's PDUs waiting to be sent */
+
+/* task->flags */
+#define TASK_ACTIVE		BIT(0)	/* in the task table */
+#define TASK_XMIT		BIT(1)	/* the transmit work is sending from it */
+#define TASK_DONE_PENDING	BIT(2)	/* completed while TASK_XMIT: xmit completes */
+#define TASK_CMD_SENT		BIT(3)
+
+struct itcp_r2t {
+	u32 ttt;
+	u32 offset;		/* next byte to send */
+	u32 left;		/* bytes left in this sequence */
+	u32 datasn;
+};
+
+/* Per command, in scsi_cmd_priv(): no allocation per I/O. */
+struct itcp_task {
+	struct list_head xmit_node;	/* conn->cmdq or conn->dataq */
+	struct iscsi_scsi_req hdr;
+	u8 ahs[ITCP_ECDB_AHS_MAX];
+	u16 ahs_len;
+	u32 flags;
+	u32 itt;
+	u32 cmdsn;
+	u32 imm_len;
+	/* unsolicited Data-Out (InitialR2T=No) */
+	u32 unsol_off, unsol_left, unsol_datasn;
+	/* R2Ts, a ring */
+	u8 r2t_head, r2t_count;
+	u32 exp_r2tsn;
+	struct itcp_r2t r2t[ITCP_MAX_R2T];
+	/* Data-In */
+	u32 exp_datasn;
+	struct scatterlist *rx_sg;	/* cursor: entry holding byte rx_pos */
+	u32 rx_sg_off, rx_pos;
+	int result;			/* for TASK_DONE_PENDING */
+};
+
+struct itcp_mgmt {
+	struct list_head node;
+	bool embedded;			/* the session's TMF slot: not freed */
+	u32 hlen;			/* BHS + AHS */
+	u32 dlen;
+	u8 *buf;			/* hlen + dlen bytes */
+};
+
+struct itcp_conn;
+
+struct itcp_session {
+	struct iscsi_if_session *ifs;
+	spinlock_t lock;
+	struct itcp_task **tasks;	/* by blk-mq tag */
+	u32 ntasks;
+	u16 gen;
+	u32 cmdsn, exp_cmdsn, max_cmdsn;
+	bool window_closed;
+	struct itcp_conn *conn;		/* the started connection */
+	u32 conn_gen;			/* counts START_CONNs */
+	struct work_struct run_queue_work;
+	struct itcp_task *xmit_task;	/* the task the transmit work sends from */
+	wait_queue_head_t xmit_wait;	/* xmit_task changed */
+
+	/* negotiated, set while no connection runs */
+	bool initial_r2t, imm_data;
+	u32 first_burst, max_burst, max_r2t;
+	u32 abort_tmo, lu_reset_tmo, tgt_reset_tmo;
+
+	/* task management: one at a time (tmf_mutex) */
+	struct mutex tmf_mutex;
+	struct completion tmf_done;
+	bool tmf_pending, tmf_answered;
+	u8 tmf_func, tmf_response;
+	u32 tmf_itt;
+	u64 tmf_lun;
+	struct itcp_task *tmf_ref;
+	struct itcp_mgmt tmf_mgmt;
+	u8 tmf_buf[ITCP_BHS];
+};
+
+enum rx_state { RX_BHS, RX_AHS, RX_HDGST, RX_DATA, RX_PAD, RX_DDGST, RX_DEAD };
+
+struct itcp_conn {
+	struct iscsi_if_conn *ifc;
+	struct itcp_session *sess;
+	struct socket *sock;
+	void (*old_data_ready)(struct sock *sk);
+	void (*old_state_change)(struct sock *sk);
+	bool callbacks_set;
+	bool stopping;			/* under sess->lock */
+	bool xmit_dead;
+	u32 exp_statsn;			/* next StatSN expected (ExpStatSN) */
+
+	u32 max_recv_dlength, max_xmit_dlength;
+	bool hdrdgst, datadgst;
+
+	struct work_struct xmit_work;
+	bool logout_rsp_seen;		/* the target may close the socket now */
+	struct list_head cmdq, dataq, mgmtq;
+	u32 mgmt_queued;		/* iscsid's PDUs on mgmtq */
+
+	/* receive state machine */
+	enum rx_state rx_state;
+	u8 rx_hdr[ITCP_BHS + ITCP_MAX_AHS];
+	u32 rx_hlen, rx_got;		/* bytes of the current part */
+	u32 rx_ahslen, rx_dlen, rx_pad;
+	u8 rx_dgst[4];
+	u32 rx_crc;
+	struct itcp_task *rx_task;	/* Data-In target, or NULL: rx_buf */
+	u32 rx_offset;			/* Data-In buffer offset */
+	bool rx_discard;
+	u8 *rx_buf;
+	u32 rx_buf_size;
+
+	/* statistics: rx_* written by the receive path, the rest by xmit */
+	u64 stats[__ISCSI_IF_STAT_MAX];
+};
+
+static struct workqueue_struct *itcp_wq;
+
+static inline struct itcp_session *shost_sess(struct Scsi_Host *shost)
+{
+	return iscsi_if_shost_session(shost)->dd_data;
+}
+
+static inline struct scsi_cmnd *task_sc(struct itcp_task *task)
+{
+	return (struct scsi_cmnd *)task - 1;
+}
+
+static inline u32 task_tag(struct itcp_task *task)
+{
+	return blk_mq_unique_tag_to_tag(blk_mq_unique_tag(scsi_cmd_to_rq(task_sc(task))));
+}
+
+static inline u32 digest_final(u32 crc)
+{
+	return ~crc;
+}
+
+static void stat_add(struct itcp_conn *conn, int stat, u64 n)
+{
+	WRITE_ONCE(conn->stats[stat], conn->stats[stat] + n);
+}
+
+/* ------------------------------------------------------------- errors */
+
+static void conn_fail(struct itcp_conn *conn, enum iscsi_if_err err)
+{
+	conn->rx_state = RX_DEAD;
+	iscsi_if_conn_error(conn->ifc, err);
+}
+
+/* ----------------------------------------------------- sequence numbers */
+
+/* Under sess->lock. */
+static void update_cmdsn(struct itcp_session *sess, const u8 *hdr)
+{
+	u32 exp = get_unaligned_be32(hdr + 28);
+	u32 max = get_unaligned_be32(hdr + 32);
+
+	/* RFC 7143 4.2.2.1: ignore both when MaxCmdSN < ExpCmdSN - 1. */
+	if (iscsi_sna_lt(max, exp - 1))
+		return;
+	if (iscsi_sna_gt(exp, sess->exp_cmdsn))
+		sess->exp_cmdsn = exp;
+	if (iscsi_sna_gt(max, sess->max_cmdsn)) {
+		sess->max_cmdsn = max;
+		if (sess->window_closed) {
+			sess->window_closed = false;
+			queue_work(itcp_wq, &sess->run_queue_work);
+		}
+	}
+}
+
+static void update_statsn(struct itcp_conn *conn, const u8 *hdr)
+{
+	u32 statsn = get_unaligned_be32(hdr + 24);
+
+	if (iscsi_sna_gte(statsn, conn->exp_statsn))
+		WRITE_ONCE(conn->exp_statsn, statsn + 1);
+}
+
+static void run_queue_work_fn(struct work_struct *work)
+{
+	struct itcp_session *sess = container_of(work, struct itcp_session, run_queue_work);
+	struct scsi_device *sdev;
+
+	shost_for_each_device(sdev, sess->ifs->shost)
+		blk_mq_run_hw_queues(sdev->request_queue, true);
+}
+
+/* ---------------------------------------------------------------- tasks */
+
+/*
+ * Remove a task from the table (under sess->lock). Returns the command to
+ * complete with scsi_done() after unlocking, or NULL when the transmit work
+ * is still sending from it (it completes it then).
+ */
+static struct scsi_cmnd *task_finish_locked(struct itcp_session *sess,
+					    struct itcp_task *task, int result)
+{
+	struct scsi_cmnd *sc = task_sc(task);
+	u32 tag = task_tag(task);
+
+	if (tag < sess->ntasks && sess->tasks[tag] == task)
+		sess->tasks[tag] = NULL;
+	task->flags &= ~TASK_ACTIVE;
+	list_del_init(&task->xmit_node);
+	sc->result = result;
+	if (task->flags & TASK_XMIT) {
+		task->flags |= TASK_DONE_PENDING;
+		return NULL;
+	}
+	return sc;
+}
+
+static struct itcp_task *task_lookup_locked(struct itcp_session *sess, u32 itt)
+{
+	u32 tag = itt & ITCP_ITT_TAG_MASK;
+	struct itcp_task *task;
+
+	if (itt & BIT(31) || tag >= sess->ntasks)
+		return NULL;
+	task = sess->tasks[tag];
+	if (!task || task->itt != itt || !(task->flags & TASK_ACTIVE))
+		return NULL;
+	return task;
+}
+
+/* ------------------------------------------------------------- transmit */
+
+static int send_kvec(struct socket *sock, struct kvec *vec, int n, size_t len,
+		     int flags)
+{
+	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
+	int ret;
+
+	while (len) {
+		ret = kernel_sendmsg(sock, &msg, vec, n, len);
+		if (ret <= 0)
+			return ret ? ret : -EPIPE;
+		len -= ret;
+		/* advance the vector */
+		while (ret && n) {
+			if ((size_t)ret >= vec->iov_len) {
+				ret -= vec->iov_len;
+				vec++;
+				n--;
+			} else {
+				vec->iov_base = (u8 *)vec->iov_base + ret;
+				vec->iov_len -= ret;
+				ret = 0;
+			}
+		}
+	}
+	return 0;
+}
+
+static int send_page(struct socket *sock, struct page *page, unsigned int off,
+		     size_t len, int flags)
+{
+	int ret;
+
+	while (len) {
+		if (sendpage_ok(page)) {
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+			struct bio_vec bv;
+			struct msghdr msg = { .msg_flags = flags | MSG_SPLICE_PAGES | MSG_NOSIGNAL };
+
+			bvec_set_page(&bv, page, len, off);
+			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
+			ret = sock_sendmsg(sock, &msg);
+#else
+			ret = kernel_sendpage(sock, page, off, len, flags | MSG_NOSIGNAL);
+#endif
+		} else {
+			struct kvec v;
+			struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
+			u8 *vaddr = kmap_local_page(page);
+
+			v.iov_base = vaddr + off;
+			v.iov_len = len;
+			ret = kernel_sendmsg(sock, &msg, &v, 1, len);
+			kunmap_local(vaddr);
+		}
+		if (ret <= 0)
+			return ret ? ret : -EPIPE;
+		off += ret;
+		len -= ret;
+	}
+	return 0;
+}
+
+static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool more)
+{
+	struct kvec vec[2];
+	__le32 dgst;
+	int n = 1;
+
+	vec[0].iov_base = (void *)hdr;
+	vec[0].iov_len = hlen;
+	if (conn->hdrdgst) {
+		dgst = cpu_to_le32(digest_final(crc32c(~0, hdr, hlen)));
+		vec[1].iov_base = &dgst;
+		vec[1].iov_len = 4;
+		n = 2;
+	}
+	return send_kvec(conn->sock, vec, n, hlen + (n == 2 ? 4 : 0),
+			 more ? MSG_MORE : 0);
+}
+
+static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
+{
+	static const u8 zero[4];
+	struct kvec vec[2];
+	u32 pad = (4 - (dlen & 3)) & 3;
+	__le32 dgst;
+	int n = 0;
+	size_t len = 0;
+
+	if (pad) {
+		vec[n].iov_base = (void *)zero;
+		vec[n].iov_len = pad;
+		len += pad;
+		n++;
+		crc = crc32c(crc, zero, pad);
+	}
+	if (conn->datadgst) {
+		dgst = cpu_to_le32(digest_final(crc));
+		vec[n].iov_base = &dgst;
+		vec[n].iov_len = 4;
+		len += 4;
+		n++;
+	}
+	return n ? send_kvec(conn->sock, vec, n, len, 0) : 0;
+}
+
+/* Send len bytes of the command's buffer from offset, then padding/digest. */
+static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset,
+			u32 len)
+{
+	struct scatterlist *sg;
+	u32 crc = ~0, left = len;
+	int i, err;
+
+	for_each_sg(scsi_sglist(sc), sg, scsi_sg_count(sc), i) {
+		u32 sg_off, chunk;
+
+		if (!left)
+			break;
+		if (offset >= sg->length) {
+			offset -= sg->length;
+			continue;
+		}
+		sg_off = offset;
+		offset = 0;
+		while (left && sg_off < sg->length) {
+			u32 abs = sg->offset + sg_off;
+			struct page *page = nth_page(sg_page(sg), abs >> PAGE_SHIFT);
+			u32 poff = abs & ~PAGE_MASK;
+
+			chunk = min3(left, sg->length - sg_off, (u32)PAGE_SIZE - poff);
+			if (conn->datadgst) {
+				u8 *vaddr = kmap_local_page(page);
+
+				crc = crc32c(crc, vaddr + poff, chunk);
+				kunmap_local(vaddr);
+			}
+			err = send_page(conn->sock, page, poff, chunk,
+					left > chunk || conn->datadgst || (len & 3) ?
+					MSG_MORE : 0);
+			if (err)
+				return err;
+			sg_off += chunk;
+			left -= chunk;
+		}
+	}
+	if (left)
+		return -EINVAL;	/* shorter than promised: checked before, cannot happen */
+	stat_add(conn, ISCSI_IF_STAT_TXDATA_OCTETS, len);
+	return send_pad_dgst(conn, len, crc);
+}
+
+static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
+{
+	u32 crc;
+	int err;
+
+	err = send_hdr(conn, m->buf, m->hlen, m->dlen != 0);
+	if (err || !m->dlen)
+		return err;
+	{
+		struct kvec v = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
+
+		err = send_kvec(conn->sock, &v, 1, m->dlen, MSG_MORE);
+	}
+	if (err)
+		return err;
+	crc = conn->datadgst ? crc32c(~0, m->buf + m->hlen, m->dlen) : 0;
+	return send_pad_dgst(conn, m->dlen, crc);
+}
+
+static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task)
+{
+	u8 hbuf[ITCP_BHS + ITCP_ECDB_AHS_MAX];
+	size_t hlen = ITCP_BHS + task->ahs_len;
+	int err;
+
+	task->hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+	memcpy(hbuf, &task->hdr, ITCP_BHS);
+	memcpy(hbuf + ITCP_BHS, task->ahs, task->ahs_len);
+	err = send_hdr(conn, hbuf, hlen, task->imm_len != 0);
+	if (err)
+		return err;
+	stat_add(conn, ISCSI_IF_STAT_SCSICMD_PDUS, 1);
+	if (task->imm_len)
+		err = send_sg_data(conn, task_sc(task), 0, task->imm_len);
+	return err;
+}
+
+/*
+ * Pick the next Data-Out PDU of a task on the data queue (under sess->lock):
+ * fills hdr, returns its offset/length, takes the task off the queue when
+ * nothing is left.
+ */
+static bool next_dataout_locked(struct itcp_conn *conn, struct itcp_task *task,
+				struct iscsi_data *hdr, u32 *offset, u32 *len)
+{
+	struct scsi_cmnd *sc = task_sc(task);
+	u32 n, ttt, datasn;
+	bool final;
+
+	memset(hdr, 0, sizeof(*hdr));
+	if (task->unsol_left) {
+		n = min(task->unsol_left, conn->max_xmit_dlength);
+		*offset = task->unsol_off;
+		ttt = ISCSI_RESERVED_TAG;
+		datasn = task->unsol_datasn++;
+		task->unsol_off += n;
+		task->unsol_left -= n;
+		final = !task->unsol_left;
+	} else if (task->r2t_count) {
+		struct itcp_r2t *r = &task->r2t[task->r2t_head];
+
+		n = min(r->left, conn->max_xmit_dlength);
+		*offset = r->offset;
+		ttt = r->ttt;
+		datasn = r->datasn++;
+		r->offset += n;
+		r->left -= n;
+		final = !r->left;
+		if (final) {
+			task->r2t_head = (task->r2t_head + 1) % ITCP_MAX_R2T;
+			task->r2t_count--;
+		}
+	} else {
+		list_del_init(&task->xmit_node);
+		return false;
+	}
+	if (!task->unsol_left && !task->r2t_count)
+		list_del_init(&task->xmit_node);
+
+	hdr->opcode = ISCSI_OP_SCSI_DATA_OUT;
+	if (final)
+		hdr->flags = ISCSI_FLAG_CMD_FINAL;
+	hton24(hdr->dlength, n);
+	int_to_scsilun(sc->device->lun, &hdr->lun);
+	hdr->itt = cpu_to_be32(task->itt);
+	hdr->ttt = cpu_to_be32(ttt);
+	hdr->datasn = cpu_to_be32(datasn);
+	hdr->offset = cpu_to_be32(*offset);
+	*len = n;
+	return true;
+}
+
+/* Under sess->lock: done sending from a task; returns a command to complete. */
+static struct scsi_cmnd *task_xmit_done_locked(struct itcp_conn *conn,
+					       struct itcp_task *task)
+{
+	task->flags &= ~TASK_XMIT;
+	conn->sess->xmit_task = NULL;
+	wake_up_all(&conn->sess->xmit_wait);
+	if (task->flags & TASK_DONE_PENDING) {
+		task->flags &= ~TASK_DONE_PENDING;
+		return task_sc(task);
+	}
+	return NULL;
+}
+
+static void xmit_work_fn(struct work_struct *work)
+{
+	struct itcp_conn *conn = container_of(work, struct itcp_conn, xmit_work);
+	struct itcp_session *sess = conn->sess;
+	unsigned int noio = memalloc_noio_save();
+	int budget = ITCP_XMIT_BUDGET;
+	struct scsi_cmnd *done;
+
+	while (budget-- > 0 && !READ_ONCE(conn->xmit_dead)) {
+		struct itcp_mgmt *m = NULL;
+		struct itcp_task *task = NULL;
+		struct iscsi_data dhdr;
+		u32 off = 0, len = 0;
+		bool is_cmd = false;
+		int err;
+
+		spin_lock_bh(&sess->lock);
+		if (conn->stopping) {
+			spin_unlock_bh(&sess->lock);
+			break;
+		}
+		if (!list_empty(&conn->mgmtq)) {
+			m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
+			list_del_init(&m->node);
+			if (!m->embedded)
+				conn->mgmt_queued--;
+			/* ExpStatSN as late as possible */
+			put_unaligned_be32(READ_ONCE(conn->exp_statsn), m->buf + 28);
+		} else if (!list_empty(&conn->cmdq)) {
+			task = list_first_entry(&conn->cmdq, struct itcp_task, xmit_node);
+			list_del_init(&task->xmit_node);
+			task->flags |= TASK_XMIT;
+			sess->xmit_task = task;
+			is_cmd = true;
+		} else if (!list_empty(&conn->dataq)) {
+			task = list_first_entry(&conn->dataq, struct itcp_task, xmit_node);
+			if (next_dataout_locked(conn, task, &dhdr, &off, &len)) {
+				dhdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+				task->flags |= TASK_XMIT;
+				sess->xmit_task = task;
+			} else {
+				task = NULL;
+				spin_unlock_bh(&sess->lock);
+				continue;
+			}
+		}
+		spin_unlock_bh(&sess->lock);
+
+		if (m) {
+			u8 op = m->buf[0] & ISCSI_OPCODE_MASK;
+
+			err = xmit_mgmt(conn, m);
+			if (!err) {
+				if (op == ISCSI_OP_NOOP_OUT)
+					stat_add(conn, ISCSI_IF_STAT_NOPTX_PDUS, 1);
+				else if (op == ISCSI_OP_SCSI_TMFUNC)
+					stat_add(conn, ISCSI_IF_STAT_TMFCMD_PDUS, 1);
+				else if (op == ISCSI_OP_TEXT)
+					stat_add(conn, ISCSI_IF_STAT_TEXT_PDUS, 1);
+				else if (op == ISCSI_OP_LOGOUT)
+					stat_add(conn, ISCSI_IF_STAT_LOGOUT_PDUS, 1);
+				else if (op == ISCSI_OP_SNACK)
+					stat_add(conn, ISCSI_IF_STAT_SNACK_PDUS, 1);
+			}
+			if (!m->embedded)
+				kfree(m);
+		} else if (task) {
+			if (is_cmd) {
+				err = xmit_cmd(conn, task);
+			} else {
+				err = send_hdr(conn, &dhdr, ITCP_BHS, true);
+				if (!err)
+					err = send_sg_data(conn, task_sc(task), off, len);
+				if (!err)
+					stat_add(conn, ISCSI_IF_STAT_DATAOUT_PDUS, 1);
+			}
+			spin_lock_bh(&sess->lock);
+			if (is_cmd) {
+				task->flags |= TASK_CMD_SENT;
+				if ((task->unsol_left || task->r2t_count) &&
+				    (task->flags & TASK_ACTIVE) &&
+				    list_empty(&task->xmit_node))
+					list_add_tail(&task->xmit_node, &conn->dataq);
+			}
+			done = task_xmit_done_locked(conn, task);
+			spin_unlock_bh(&sess->lock);
+			if (done)
+				scsi_done(done);
+		} else {
+			break;	/* nothing to send */
+		}
+		if (err) {
+			WRITE_ONCE(conn->xmit_dead, true);
+			if (err != -EPIPE && err != -ECONNRESET)
+				pr_info("connection%u:%u: send failed (%d)\n",
+					conn->ifc->session->sid, conn->ifc->cid, err);
+			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_XMIT_FAILED);
+			break;
+		}
+	}
+	if (budget < 0 && !READ_ONCE(conn->xmit_dead))
+		queue_work(itcp_wq, &conn->xmit_work);
+	memalloc_noio_restore(noio);
+}
+
+/* ---------------------------------------------------------- queuecommand */
+
+static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
+		       struct itcp_task *task, struct scsi_cmnd *sc, u32 itt)
+{
+	struct iscsi_scsi_req *hdr = &task->hdr;
+	u32 len = scsi_bufflen(sc);
+
+	memset(hdr, 0, sizeof(*hdr));
+	INIT_LIST_HEAD(&task->xmit_node);
+	task->flags = TASK_ACTIVE;
+	task->itt = itt;
+	task->imm_len = 0;
+	task->unsol_left = 0;
+	task->unsol_datasn = 0;
+	task->r2t_head = 0;
+	task->r2t_count = 0;
+	task->exp_r2tsn = 0;
+	task->exp_datasn = 0;
+	task->rx_sg = scsi_sglist(sc);
+	task->rx_sg_off = 0;
+	task->rx_pos = 0;
+	task->ahs_len = 0;
+
+	hdr->opcode = ISCSI_OP_SCSI_CMD;
+	hdr->flags = ISCSI_ATTR_SIMPLE;
+	int_to_scsilun(sc->device->lun, &hdr->lun);
+	hdr->itt = cpu_to_be32(itt);
+	hdr->data_length = cpu_to_be32(len);
+	memcpy(hdr->cdb, sc->cmnd, min_t(u32, sc->cmd_len, ISCSI_CDB_SIZE));
+	if (sc->cmd_len > ISCSI_CDB_SIZE) {
+		struct iscsi_ecdb_ahdr *ahs = (struct iscsi_ecdb_ahdr *)task->ahs;
+		u32 extra = sc->cmd_len - ISCSI_CDB_SIZE;
+
+		memset(task->ahs, 0, sizeof(task->ahs));
+		ahs->ahslength = cpu_to_be16(extra + 1);
+		ahs->ahstype = ISCSI_AHSTYPE_CDB;
+		memcpy(ahs->ecdb, sc->cmnd + ISCSI_CDB_SIZE, extra);
+		task->ahs_len = ALIGN(3 + 1 + extra, 4);
+		hdr->hlength = task->ahs_len / 4;
+	}
+
+	if (sc->sc_data_direction == DMA_TO_DEVICE && len) {
+		u32 first = min(len, sess->first_burst);
+
+		hdr->flags |= ISCSI_FLAG_CMD_WRITE;
+		if (sess->imm_data)
+			task->imm_len = min(first, conn->max_xmit_dlength);
+		if (!sess->initial_r2t) {
+			task->unsol_off = task->imm_len;
+			task->unsol_left = first - task->imm_len;
+		}
+		hton24(hdr->dlength, task->imm_len);
+	} else if (sc->sc_data_direction == DMA_FROM_DEVICE && len) {
+		hdr->flags |= ISCSI_FLAG_CMD_READ;
+	}
+	if (!task->unsol_left)
+		hdr->flags |= ISCSI_FLAG_CMD_FINAL;
+}
+
+static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
+{
+	struct iscsi_if_session *ifs = iscsi_if_shost_session(shost);
+	struct itcp_session *sess = ifs->dd_data;
+	struct itcp_task *task = scsi_cmd_priv(sc);
+	u32 tag = task_tag(task);
+	struct itcp_conn *conn;
+	u32 itt;
+
+	spin_lock_bh(&sess->lock);
+	conn = sess->conn;
+	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead)) {
+		int state = iscsi_if_session_state(ifs);
+
+		spin_unlock_bh(&sess->lock);
+		if (state == ISCSI_IF_SESSION_FREE) {
+			sc->result = DID_TRANSPORT_FAILFAST << 16;
+			scsi_done(sc);
+			return 0;
+		}
+		/* Recovery: the queue is (about to be) blocked. */
+		return SCSI_MLQUEUE_HOST_BUSY;
+	}
+	if (iscsi_sna_gt(sess->cmdsn, sess->max_cmdsn)) {
+		sess->window_closed = true;
+		spin_unlock_bh(&sess->lock);
+		return SCSI_MLQUEUE_HOST_BUSY;
+	}
+	if (WARN_ON_ONCE(tag >= sess->ntasks || sess->tasks[tag])) {
+		spin_unlock_bh(&sess->lock);
+		return SCSI_MLQUEUE_HOST_BUSY;
+	}
+	sess->gen++;
+	itt = tag | ((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
+	task_build(sess, conn, task, sc, itt);
+	task->cmdsn = sess->cmdsn++;
+	task->hdr.cmdsn = cpu_to_be32(task->cmdsn);
+	sess->tasks[tag] = task;
+	list_add_tail(&task->xmit_node, &conn->cmdq);
+	spin_unlock_bh(&sess->lock);
+	queue_work(itcp_wq, &conn->xmit_work);
+	return 0;
+}
+
+/* -------------------------------------------------------------- receive */
+
+/* Copy from the skb into the task's scatterlist at rx_offset. */
+static int rx_copy_to_task(struct itcp_conn *conn, struct itcp_task *task,
+			   struct sk_buff *skb, unsigned int off, u32 len)
+{
+	struct scatterlist *sg = task->rx_sg;
+
+	/* Re-walk the list only when the data does not continue the cursor. */
+	if (conn->rx_offset != task->rx_pos || !sg) {
+		u32 skip = conn->rx_offset;
+		int i;
+
+		for_each_sg(scsi_sglist(task_sc(task)), sg, scsi_sg_count(task_sc(task)), i) {
+			if (skip < sg->length)
+				break;
+			skip -= sg->length;
+		}
+		if (!sg)
+			return -EINVAL;
+		task->rx_sg = sg;
+		task->rx_sg_off = skip;
+		task->rx_pos = conn->rx_offset;
+	}
+	while (len) {
+		u32 abs, poff, chunk;
+		struct page *page;
+		u8 *vaddr;
+
+		if (!sg)
+			return -EINVAL;
+		if (task->rx_sg_off >= sg->length) {
+			sg = sg_next(sg);
+			task->rx_sg = sg;
+			task->rx_sg_off = 0;
+			continue;
+		}
+		abs = sg->offset + task->rx_sg_off;
+		page = nth_page(sg_page(sg), abs >> PAGE_SHIFT);
+		poff = abs & ~PAGE_MASK;
+		chunk = min3(len, sg->length - task->rx_sg_off, (u32)PAGE_SIZE - poff);
+		vaddr = kmap_local_page(page);
+		if (skb_copy_bits(skb, off, vaddr + poff, chunk)) {
+			kunmap_local(vaddr);
+			return -EFAULT;
+		}
+		if (conn->datadgst)
+			conn->rx_crc = crc32c(conn->rx_crc, vaddr + poff, chunk);
+		kunmap_local(vaddr);
+		off += chunk;
+		len -= chunk;
+		task->rx_sg_off += chunk;
+		task->rx_pos += chunk;
+		conn->rx_offset += chunk;
+	}
+	return 0;
+}
+
+/* Set up where the data segment goes; 0 or an iscsi_if_err. */
+static int rx_datain_hdr(struct itcp_conn *conn, const u8 *hdr)
+{
+	struct itcp_session *sess = conn->sess;
+	u32 itt = get_unaligned_be32(hdr + 16);
+	u32 datasn = get_unaligned_be32(hdr + 36);
+	u32 offset = get_unaligned_be32(hdr + 40);
+	struct itcp_task *task;
+	struct scsi_cmnd *sc;
+
+	stat_add(conn, ISCSI_IF_STAT_DATAIN_PDUS, 1);
+	spin_lock_bh(&sess->lock);
+	task = task_lookup_locked(sess, itt);
+	spin_unlock_bh(&sess->lock);
+	if (!task) {
+		/* A task aborted or reset meanwhile: drop the data. */
+		pr_debug("Data-In for unknown ITT 0x%x dropped\n", itt);
+		conn->rx_discard = true;
+		return 0;
+	}
+	sc = task_sc(task);
+	if (conn->rx_dlen && sc->sc_data_direction != DMA_FROM_DEVICE) {
+		pr_warn_ratelimited("Data-In for a command that reads nothing\n");
+		return ISCSI_IF_ERR_PROTO;
+	}
+	if (datasn != task->exp_datasn) {
+		pr_warn_ratelimited("Data-In DataSN %u, expected %u\n", datasn,
+				    task->exp_datasn);
+		return ISCSI_IF_ERR_PROTO;
+	}
+	if ((u64)offset + conn->rx_dlen > scsi_bufflen(sc)) {
+		pr_warn_ratelimited("Data-In offset %u + %u beyond the buffer (%u)\n",
+				    offset, conn->rx_dlen, scsi_bufflen(sc));
+		return ISCSI_IF_ERR_PROTO;
+	}
+	task->exp_datasn++;
+	conn->rx_task = task;
+	conn->rx_offset = offset;
+	return 0;
+}
+
+static int rx_r2t(struct itcp_conn *conn, const u8 *hdr)
+{
+	struct itcp_session *sess = conn->sess;
+	u32 itt = get_unaligned_be32(hdr + 16);
+	u32 ttt = get_unaligned_be32(hdr + 20);
+	u32 r2tsn = get_unaligned_be32(hdr + 36);
+	u32 offset = get_unaligned_be32(hdr + 40);
+	u32 len = get_unaligned_be32(hdr + 44);
+	struct itcp_task *task;
+	struct scsi_cmnd *sc;
+	int err = 0;
+
+	stat_add(conn, ISCSI_IF_STAT_R2T_PDUS, 1);
+	if (conn->rx_dlen)
+		return ISCSI_IF_ERR_PROTO;
+	spin_lock_bh(&sess->lock);
+	task = task_lookup_locked(sess, itt);
+	if (!task)
+		goto out;	/* completed or aborted meanwhile */
+	sc = task_sc(task);
+	if (sc->sc_data_direction != DMA_TO_DEVICE || !len ||
+	    (u64)offset + len > scsi_bufflen(sc) || len > sess->max_burst ||
+	    ttt == ISCSI_RESERVED_TAG) {
+		pr_warn_ratelimited("R2T offset %u length %u outside the command (%u)\n",
+				    offset, len, scsi_bufflen(sc));
+		err = ISCSI_IF_ERR_BAD_R2T;
+		goto out;
+	}
+	if (r2tsn != task->exp_r2tsn) {
+		pr_warn_ratelimited("R2TSN %u, expected %u\n", r2tsn, task->exp_r2tsn);
+		err = ISCSI_IF_ERR_PROTO;
+		goto out;
+	}
+	if (task->r2t_count >= min_t(u32, sess->max_r2t, ITCP_MAX_R2T)) {
+		pr_warn_ratelimited("more R2Ts than MaxOutstandingR2T=%u\n", sess->max_r2t);
+		err = ISCSI_IF_ERR_BAD_R2T;
+		goto out;
+	}
+	task->exp_r2tsn++;
+	{
+		struct itcp_r2t *r = &task->r2t[(task->r2t_head + task->r2t_count) %
+						ITCP_MAX_R2T];
+
+		r->ttt = ttt;
+		r->offset = offset;
+		r->left = len;
+		r->datasn = 0;
+		task->r2t_count++;
+	}
+	/* The command PDU itself may still wait: it re-queues the data then. */
+	if (list_empty(&task->xmit_node) && (task->flags & TASK_CMD_SENT))
+		list_add_tail(&task->xmit_node, &conn->dataq);
+	spin_unlock_bh(&sess->lock);
+	queue_work(itcp_wq, &conn->xmit_work);
+	return 0;
+out:
+	spin_unlock_bh(&sess->lock);
+	return err;
+}
+
+/* The BHS (+AHS, digest checked) is complete: decide where the data goes. */
+static int rx_hdr_done(struct itcp_conn *conn)
+{
+	struct itcp_session *sess = conn->sess;
+	const u8 *hdr = conn->rx_hdr;
+	u8 op = hdr[0] & ISCSI_OPCODE_MASK;
+
+	conn->rx_task = NULL;
+	conn->rx_discard = false;
+	conn->rx_crc = ~0;
+	if (conn->rx_dlen > conn->max_recv_dlength) {
+		pr_warn_ratelimited("data segment %u > MaxRecvDataSegmentLength %u\n",
+				    conn->rx_dlen, conn->max_recv_dlength);
+		return ISCSI_IF_ERR_PROTO;
+	}
+	spin_lock_bh(&sess->lock);
+	update_cmdsn(sess, hdr);
+	spin_unlock_bh(&sess->lock);
+
+	switch (op) {
+	case ISCSI_OP_SCSI_DATA_IN:
+		if (hdr[1] & ISCSI_FLAG_DATA_STATUS)
+			update_statsn(conn, hdr);
+		return rx_datain_hdr(conn, hdr);
+	case ISCSI_OP_R2T:
+		return rx_r2t(conn, hdr);
+	case ISCSI_OP_NOOP_IN:
+		/* A ping from the target (ITT reserved) does not advance StatSN. */
+		if (get_unaligned_be32(hdr + 16) != ISCSI_RESERVED_TAG)
+			update_statsn(conn, hdr);
+		return 0;
+	case ISCSI_OP_SCSI_CMD_RSP:
+	case ISCSI_OP_SCSI_TMFUNC_RSP:
+	case ISCSI_OP_TEXT_RSP:
+	case ISCSI_OP_LOGOUT_RSP:
+	case ISCSI_OP_ASYNC_EVENT:
+	case ISCSI_OP_REJECT:
+		update_statsn(conn, hdr);
+		return 0;
+	default:
+		pr_warn_ratelimited("unexpected opcode 0x%02x from the target\n", op);
+		return ISCSI_IF_ERR_PROTO;
+	}
+}
+
+static void rx_scsi_rsp(struct itcp_conn *conn)
+{
+	struct itcp_session *sess = conn->sess;
+	const u8 *hdr = conn->rx_hdr;
+	u32 itt = get_unaligned_be32(hdr + 16);
+	u8 flags = hdr[1], response = hdr[2], status = hdr[3];
+	u32 residual = get_unaligned_be32(hdr + 44);
+	struct itcp_task *task;
+	struct scsi_cmnd *sc, *done;
+	int result;
+
+	stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
+	spin_lock_bh(&sess->lock);
+	task = task_lookup_locked(sess, itt);
+	if (!task) {
+		spin_unlock_bh(&sess->lock);
+		pr_debug("SCSI Response for unknown ITT 0x%x dropped\n", itt);
+		return;
+	}
+	sc = task_sc(task);
+	result = (DID_OK << 16) | status;
+	if (response != ISCSI_STATUS_CMD_COMPLETED) {
+		result = DID_ERROR << 16;
+	} else {
+		if (status == SAM_STAT_CHECK_CONDITION && conn->rx_dlen >= 2) {
+			u32 slen = get_unaligned_be16(conn->rx_buf);
+
+			if (slen + 2 > conn->rx_dlen) {
+				spin_unlock_bh(&sess->lock);
+				conn_fail(conn, ISCSI_IF_ERR_PROTO);
+				return;
+			}
+			memset(sc->sense_buffer, 0, SCSI_SENSE_BUFFERSIZE);
+			memcpy(sc->sense_buffer, conn->rx_buf + 2,
+			       min_t(u32, slen, SCSI_SENSE_BUFFERSIZE));
+		}
+		if (flags & ISCSI_FLAG_CMD_UNDERFLOW) {
+			if (residual <= scsi_bufflen(sc))
+				scsi_set_resid(sc, residual);
+			else
+				result = (DID_BAD_TARGET << 16) | status;
+		}
+	}
+	done = task_finish_locked(sess, task, result);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+}
+
+/* Data-In with the S bit: status in the last Data-In PDU. */
+static void rx_datain_status(struct itcp_conn *conn, struct itcp_task *task)
+{
+	struct itcp_session *sess = conn->sess;
+	const u8 *hdr = conn->rx_hdr;
+	u32 residual = get_unaligned_be32(hdr + 44);
+	struct scsi_cmnd *sc = task_sc(task), *done;
+	int result = (DID_OK << 16) | hdr[3];
+
+	if (hdr[1] & ISCSI_FLAG_DATA_UNDERFLOW) {
+		if (residual <= scsi_bufflen(sc))
+			scsi_set_resid(sc, residual);
+		else
+			result = (DID_BAD_TARGET << 16) | hdr[3];
+	}
+	spin_lock_bh(&sess->lock);
+	if (!(task->flags & TASK_ACTIVE)) {
+		spin_unlock_bh(&sess->lock);
+		return;
+	}
+	done = task_finish_locked(sess, task, result);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+}
+
+static void rx_tmf_rsp(struct itcp_conn *conn)
+{
+	struct itcp_session *sess = conn->sess;
+	const u8 *hdr = conn->rx_hdr;
+	u32 itt = get_unaligned_be32(hdr + 16);
+	u8 response = hdr[2];
+	u32 i;
+
+	stat_add(conn, ISCSI_IF_STAT_TMFRSP_PDUS, 1);
+	spin_lock_bh(&sess->lock);
+	if (!sess->tmf_pending || itt != sess->tmf_itt) {
+		spin_unlock_bh(&sess->lock);
+		return;
+	}
+	if (response == ISCSI_TMF_RSP_COMPLETE ||
+	    (response == ISCSI_TMF_RSP_NO_TASK &&
+	     sess->tmf_func == ISCSI_TM_FUNC_ABORT_TASK)) {
+		/*
+		 * The target is done with these tasks: forget them. The SCSI
+		 * error handler owns their commands (no scsi_done here).
+		 */
+		for (i = 0; i < sess->ntasks; i++) {
+			struct itcp_task *t = sess->tasks[i];
+
+			if (!t)
+				continue;
+			if (sess->tmf_func == ISCSI_TM_FUNC_ABORT_TASK && t != sess->tmf_ref)
+				continue;
+			if (sess->tmf_func == ISCSI_TM_FUNC_LOGICAL_UNIT_RESET &&
+			    task_sc(t)->device->lun != sess->tmf_lun)
+				continue;
+			sess->tasks[i] = NULL;
+			t->flags &= ~(TASK_ACTIVE | TASK_DONE_PENDING);
+			list_del_init(&t->xmit_node);
+		}
+	}
+	sess->tmf_response = response;
+	sess->tmf_answered = true;
+	sess->tmf_pending = false;
+	complete(&sess->tmf_done);
+	spin_unlock_bh(&sess->lock);
+}
+
+static void rx_reject(struct itcp_conn *conn)
+{
+	struct itcp_session *sess = conn->sess;
+	struct itcp_task *task;
+	struct scsi_cmnd *done = NULL;
+
+	stat_add(conn, ISCSI_IF_STAT_REJECT_PDUS, 1);
+	if (conn->rx_dlen < ITCP_BHS)
+		return;
+	/* A rejected SCSI command will never complete at the target. */
+	if ((conn->rx_buf[0] & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
+		return;
+	spin_lock_bh(&sess->lock);
+	task = task_lookup_locked(sess, get_unaligned_be32(conn->rx_buf + 16));
+	if (task)
+		done = task_finish_locked(sess, task, DID_ERROR << 16);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+}
+
+/* Hand a PDU the data path does not handle to iscsid. */
+static void rx_to_iscsid(struct itcp_conn *conn, size_t hlen, const void *data, size_t dlen)
+{
+	int err = iscsi_if_recv_pdu(conn->ifc, conn->rx_hdr, hlen, data, dlen);
+
+	if (err)
+		pr_warn_ratelimited("connection%u:%u: PDU opcode 0x%02x not passed to iscsid (%d)\n",
+				    conn->ifc->session->sid, conn->ifc->cid,
+				    conn->rx_hdr[0] & ISCSI_OPCODE_MASK, err);
+}
+
+/* The whole PDU is in: act on it. */
+static void rx_pdu_done(struct itcp_conn *conn)
+{
+	const u8 *hdr = conn->rx_hdr;
+	u8 op = hdr[0] & ISCSI_OPCODE_MASK;
+	size_t hlen = ITCP_BHS + conn->rx_ahslen;
+
+	switch (op) {
+	case ISCSI_OP_SCSI_DATA_IN:
+		if (conn->rx_task) {
+			stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, conn->rx_dlen);
+			if (hdr[1] & ISCSI_FLAG_DATA_STATUS)
+				rx_datain_status(conn, conn->rx_task);
+		}
+		break;
+	case ISCSI_OP_SCSI_CMD_RSP:
+		rx_scsi_rsp(conn);
+		break;
+	case ISCSI_OP_R2T:
+		break;
+	case ISCSI_OP_SCSI_TMFUNC_RSP:
+		rx_tmf_rsp(conn);
+		rx_to_iscsid(conn, hlen, NULL, 0);
+		break;
+	case ISCSI_OP_REJECT:
+		rx_reject(conn);
+		rx_to_iscsid(conn, hlen, conn->rx_buf, conn->rx_dlen);
+		break;
+	case ISCSI_OP_NOOP_IN:
+		stat_add(conn, ISCSI_IF_STAT_NOPRX_PDUS, 1);
+		rx_to_iscsid(conn, hlen, conn->rx_buf, conn->rx_dlen);
+		break;
+	case ISCSI_OP_TEXT_RSP:
+		stat_add(conn, ISCSI_IF_STAT_TEXTRSP_PDUS, 1);
+		rx_to_iscsid(conn, hlen, conn->rx_buf, conn->rx_dlen);
+		break;
+	case ISCSI_OP_LOGOUT_RSP:
+		stat_add(conn, ISCSI_IF_STAT_LOGOUTRSP_PDUS, 1);
+		conn->logout_rsp_seen = true;
+		rx_to_iscsid(conn, hlen, conn->rx_buf, conn->rx_dlen);
+		break;
+	case ISCSI_OP_ASYNC_EVENT:
+		stat_add(conn, ISCSI_IF_STAT_ASYNC_PDUS, 1);
+		rx_to_iscsid(conn, hlen, conn->rx_buf, conn->rx_dlen);
+		break;
+	}
+	conn->rx_task = NULL;
+}
+
+static void rx_next_pdu(struct itcp_conn *conn)
+{
+	conn->rx_state = RX_BHS;
+	conn->rx_got = 0;
+}
+
+/* After BHS/AHS/digest: go to the data segment or finish the PDU. */
+static void rx_after_hdr(struct itcp_conn *conn)
+{
+	int err = rx_hdr_done(conn);
+
+	if (err) {
+		conn_fail(conn, err);
+		return;
+	}
+	conn->rx_got = 0;
+	if (conn->rx_dlen) {
+		conn->rx_state = RX_DATA;
+	} else {
+		rx_pdu_done(conn);
+		if (conn->rx_state != RX_DEAD)
+			rx_next_pdu(conn);
+	}
+}
+
+static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
+		    unsigned int offset, size_t len)
+{
+	struct itcp_conn *conn = desc->arg.data;
+	size_t used = 0;
+
+	while (used < len && conn->rx_state != RX_DEAD) {
+		size_t avail = len - used;
+		unsigned int off = offset + used;
+		u32 n;
+
+		switch (conn->rx_state) {
+		case RX_BHS:
+			n = min_t(size_t, ITCP_BHS - conn->rx_got, avail);
+			if (skb_copy_bits(skb, off, conn->rx_hdr + conn->rx_got, n))
+				goto fault;
+			conn->rx_got += n;
+			used += n;
+			if (conn->rx_got < ITCP_BHS)
+				break;
+			conn->rx_ahslen = conn->rx_hdr[4] * 4;
+			conn->rx_dlen = ntoh24(conn->rx_hdr + 5);
+			conn->rx_pad = (4 - (conn->rx_dlen & 3)) & 3;
+			conn->rx_got = 0;
+			if (conn->rx_ahslen)
+				conn->rx_state = RX_AHS;
+			else if (conn->hdrdgst)
+				conn->rx_state = RX_HDGST;
+			else
+				rx_after_hdr(conn);
+			break;
+		case RX_AHS:
+			n = min_t(size_t, conn->rx_ahslen - conn->rx_got, avail);
+			if (skb_copy_bits(skb, off, conn->rx_hdr + ITCP_BHS + conn->rx_got, n))
+				goto fault;
+			conn->rx_got += n;
+			used += n;
+			if (conn->rx_got < conn->rx_ahslen)
+				break;
+			conn->rx_got = 0;
+			if (conn->hdrdgst)
+				conn->rx_state = RX_HDGST;
+			else
+				rx_after_hdr(conn);
+			break;
+		case RX_HDGST:
+			n = min_t(size_t, 4 - conn->rx_got, avail);
+			if (skb_copy_bits(skb, off, conn->rx_dgst + conn->rx_got, n))
+				goto fault;
+			conn->rx_got += n;
+			used += n;
+			if (conn->rx_got < 4)
+				break;
+			if (get_unaligned_le32(conn->rx_dgst) !=
+			    digest_final(crc32c(~0, conn->rx_hdr, ITCP_BHS + conn->rx_ahslen))) {
+				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
+				pr_warn_ratelimited("header digest error\n");
+				conn_fail(conn, ISCSI_IF_ERR_HDR_DGST);
+				break;
+			}
+			rx_after_hdr(conn);
+			break;
+		case RX_DATA:
+			n = min_t(size_t, conn->rx_dlen - conn->rx_got, avail);
+			if (conn->rx_task) {
+				if (rx_copy_to_task(conn, conn->rx_task, skb, off, n)) {
+					conn_fail(conn, ISCSI_IF_ERR_PROTO);
+					break;
+				}
+			} else {
+				/* rx_buf holds max_recv_dlength; discarded data wraps. */
+				u32 at = conn->rx_discard ? conn->rx_got % conn->rx_buf_size
+							  : conn->rx_got;
+
+				n = min_t(u32, n, conn->rx_buf_size - at);
+				if (skb_copy_bits(skb, off, conn->rx_buf + at, n))
+					goto fault;
+				if (conn->datadgst)
+					conn->rx_crc = crc32c(conn->rx_crc, conn->rx_buf + at, n);
+			}
+			conn->rx_got += n;
+			used += n;
+			if (conn->rx_got < conn->rx_dlen)
+				break;
+			conn->rx_got = 0;
+			if (conn->rx_pad)
+				conn->rx_state = RX_PAD;
+			else if (conn->datadgst)
+				conn->rx_state = RX_DDGST;
+			else
+				goto pdu_done;
+			break;
+		case RX_PAD: {
+			u8 pad[4];
+
+			n = min_t(size_t, conn->rx_pad - conn->rx_got, avail);
+			if (skb_copy_bits(skb, off, pad, n))
+				goto fault;
+			if (conn->datadgst)
+				conn->rx_crc = crc32c(conn->rx_crc, pad, n);
+			conn->rx_got += n;
+			used += n;
+			if (conn->rx_got < conn->rx_pad)
+				break;
+			conn->rx_got = 0;
+			if (conn->datadgst)
+				conn->rx_state = RX_DDGST;
+			else
+				goto pdu_done;
+			break;
+		}
+		case RX_DDGST:
+			n = min_t(size_t, 4 - conn->rx_got, avail);
+			if (skb_copy_bits(skb, off, conn->rx_dgst + conn->rx_got, n))
+				goto fault;
+			conn->rx_got += n;
+			used += n;
+			if (conn->rx_got < 4)
+				break;
+			if (get_unaligned_le32(conn->rx_dgst) != digest_final(conn->rx_crc)) {
+				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
+				pr_warn_ratelimited("data digest error\n");
+				conn_fail(conn, ISCSI_IF_ERR_DATA_DGST);
+				break;
+			}
+			goto pdu_done;
+		case RX_DEAD:
+			break;
+		}
+		continue;
+pdu_done:
+		rx_pdu_done(conn);
+		if (conn->rx_state != RX_DEAD)
+			rx_next_pdu(conn);
+	}
+	if (conn->rx_state == RX_DEAD)
+		desc->count = 0;
+	return used;
+fault:
+	conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
+	desc->count = 0;
+	return used;
+}
+
+/* With the socket locked (softirq or the socket owner's release_sock). */
+static void itcp_data_ready(struct sock *sk)
+{
+	struct itcp_conn *conn;
+	read_descriptor_t desc;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	conn = sk->sk_user_data;
+	if (conn && conn->rx_state != RX_DEAD) {
+		desc.arg.data = conn;
+		desc.count = 1;
+		tcp_read_sock(sk, &desc, rx_actor);
+	}
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+static void itcp_state_change(struct sock *sk)
+{
+	void (*old)(struct sock *sk) = NULL;
+	struct itcp_conn *conn;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	conn = sk->sk_user_data;
+	if (conn) {
+		old = conn->old_state_change;
+		if (sk->sk_state == TCP_CLOSE_WAIT || sk->sk_state == TCP_CLOSE ||
+		    sk->sk_state == TCP_LAST_ACK || sk->sk_state == TCP_FIN_WAIT1 ||
+		    sk->sk_state == TCP_FIN_WAIT2 || sk->sk_state == TCP_CLOSING) {
+			/* After a Logout Response the close is expected. */
+			if (conn->logout_rsp_seen)
+				conn->rx_state = RX_DEAD;
+			else
+				conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
+		}
+	}
+	read_unlock_bh(&sk->sk_callback_lock);
+	if (old)
+		old(sk);
+}
+
+/* ------------------------------------------------------- task management */
+
+/* No forgotten (aborted/reset) task is being sent from any more. */
+static bool xmit_quiet(struct itcp_session *sess)
+{
+	bool quiet;
+
+	spin_lock_bh(&sess->lock);
+	quiet = !sess->xmit_task || (sess->xmit_task->flags & TASK_ACTIVE);
+	spin_unlock_bh(&sess->lock);
+	return quiet;
+}
+
+static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
+{
+	struct Scsi_Host *shost = sc->device->host;
+	struct itcp_session *sess = shost_sess(shost);
+	struct itcp_task *ref = scsi_cmd_priv(sc);
+	struct iscsi_tm *hdr = (struct iscsi_tm *)sess->tmf_buf;
+	struct itcp_conn *conn;
+	unsigned int tmo;
+	long left;
+	int ret = FAILED;
+
+	switch (func) {
+	case ISCSI_TM_FUNC_ABORT_TASK:
+		tmo = READ_ONCE(sess->abort_tmo);
+		break;
+	case ISCSI_TM_FUNC_LOGICAL_UNIT_RESET:
+		tmo = READ_ONCE(sess->lu_reset_tmo);
+		break;
+	default:
+		tmo = READ_ONCE(sess->tgt_reset_tmo);
+		break;
+	}
+
+	mutex_lock(&sess->tmf_mutex);
+	spin_lock_bh(&sess->lock);
+	conn = sess->conn;
+	if (func == ISCSI_TM_FUNC_ABORT_TASK && !task_lookup_locked(sess, ref->itt)) {
+		/* Completed, or failed by a connection stop: nothing to abort. */
+		spin_unlock_bh(&sess->lock);
+		ret = SUCCESS;
+		goto wait_xmit;
+	}
+	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead) ||
+	    test_bit(ISCSI_IF_CONN_F_ERROR, &conn->ifc->flags)) {
+		/* No connection: fail, the midlayer escalates (or recovery ends it). */
+		spin_unlock_bh(&sess->lock);
+		goto out;
+	}
+	memset(hdr, 0, sizeof(*hdr));
+	hdr->opcode = ISCSI_OP_SCSI_TMFUNC | ISCSI_OP_IMMEDIATE;
+	hdr->flags = ISCSI_FLAG_CMD_FINAL | func;
+	if (func != ISCSI_TM_FUNC_TARGET_WARM_RESET)
+		int_to_scsilun(sc->device->lun, &hdr->lun);
+	sess->gen++;
+	sess->tmf_itt = ITCP_TMF_TAG |
+		((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
+	hdr->itt = cpu_to_be32(sess->tmf_itt);
+	hdr->rtt = cpu_to_be32(ISCSI_RESERVED_TAG);
+	if (func == ISCSI_TM_FUNC_ABORT_TASK) {
+		hdr->rtt = cpu_to_be32(ref->itt);
+		hdr->refcmdsn = cpu_to_be32(ref->cmdsn);
+	}
+	hdr->cmdsn = cpu_to_be32(sess->cmdsn);	/* immediate: not advanced */
+	sess->tmf_func = func;
+	sess->tmf_lun = sc->device->lun;
+	sess->tmf_ref = ref;
+	sess->tmf_pending = true;
+	sess->tmf_answered = false;
+	reinit_completion(&sess->tmf_done);
+	sess->tmf_mgmt.embedded = true;
+	sess->tmf_mgmt.buf = sess->tmf_buf;
+	sess->tmf_mgmt.hlen = ITCP_BHS;
+	sess->tmf_mgmt.dlen = 0;
+	list_add_tail(&sess->tmf_mgmt.node, &conn->mgmtq);
+	spin_unlock_bh(&sess->lock);
+	queue_work(itcp_wq, &conn->xmit_work);
+
+	left = wait_for_completion_timeout(&sess->tmf_done, (unsigned long)tmo * HZ);
+
+	/* conn may be stopped (and freed) by now: use it only while current. */
+	spin_lock_bh(&sess->lock);
+	sess->tmf_pending = false;
+	list_del_init(&sess->tmf_mgmt.node);
+	if (!left || !sess->tmf_answered) {
+		if (sess->conn == conn) {
+			stat_add(conn, ISCSI_IF_STAT_TIMEOUT_ERR, 1);
+			/* The target does not answer: recover the connection. */
+			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+		}
+		spin_unlock_bh(&sess->lock);
+		shost_printk(KERN_WARNING, shost,
+			     "task management function %u got no response\n", func);
+		goto out;
+	}
+	if (sess->tmf_response == ISCSI_TMF_RSP_COMPLETE ||
+	    (func == ISCSI_TM_FUNC_ABORT_TASK &&
+	     sess->tmf_response == ISCSI_TMF_RSP_NO_TASK))
+		ret = SUCCESS;
+	spin_unlock_bh(&sess->lock);
+	if (ret != SUCCESS)
+		shost_printk(KERN_INFO, shost,
+			     "task management function %u: response %u\n",
+			     func, sess->tmf_response);
+
+wait_xmit:
+	/*
+	 * The transmit work may still be sending from a forgotten task: the
+	 * midlayer must not reuse the command before it is done. A stalled
+	 * socket ends with the connection (stop_conn shuts it down).
+	 */
+	if (ret == SUCCESS &&
+	    !wait_event_timeout(sess->xmit_wait, xmit_quiet(sess), 5 * HZ)) {
+		spin_lock_bh(&sess->lock);
+		if (sess->conn)
+			iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+		spin_unlock_bh(&sess->lock);
+		wait_event(sess->xmit_wait, xmit_quiet(sess));
+	}
+out:
+	mutex_unlock(&sess->tmf_mutex);
+	return ret;
+}
+
+static int itcp_eh_abort(struct scsi_cmnd *sc)
+{
+	return itcp_tmf(sc, ISCSI_TM_FUNC_ABORT_TASK);
+}
+
+static int itcp_eh_device_reset(struct scsi_cmnd *sc)
+{
+	return itcp_tmf(sc, ISCSI_TM_FUNC_LOGICAL_UNIT_RESET);
+}
+
+/*
+ * The last resort before the midlayer takes the devices offline: if the
+ * target cannot reset, recover the session (iscsid reconnects on the
+ * connection error) and succeed once a new connection runs; fail when the
+ * recovery timeout ends the session.
+ */
+static int itcp_eh_target_reset(struct scsi_cmnd *sc)
+{
+	struct Scsi_Host *shost = sc->device->host;
+	struct iscsi_if_session *ifs = iscsi_if_shost_session(shost);
+	struct itcp_session *sess = ifs->dd_data;
+	unsigned long deadline;
+	u32 gen;
+
+	if (itcp_tmf(sc, ISCSI_TM_FUNC_TARGET_WARM_RESET) == SUCCESS)
+		return SUCCESS;
+
+	spin_lock_bh(&sess->lock);
+	gen = sess->conn_gen;
+	if (sess->conn)
+		iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+	spin_unlock_bh(&sess->lock);
+	shost_printk(KERN_INFO, shost, "target reset failed: waiting for session recovery\n");
+
+	deadline = jiffies + (READ_ONCE(ifs->recovery_tmo) + 5) * HZ;
+	while (time_before(jiffies, deadline)) {
+		bool up;
+
+		if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE && ifs->removing)
+			break;
+		spin_lock_bh(&sess->lock);
+		up = sess->conn && sess->conn_gen != gen && !sess->conn->stopping;
+		spin_unlock_bh(&sess->lock);
+		if (up && iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_LOGGED_IN)
+			return SUCCESS;
+		if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE &&
+		    sess->conn_gen == gen && !sess->conn)
+			break;	/* recovery timed out, or logged out */
+		msleep(100);
+	}
+	return FAILED;
+}
+
+/* -------------------------------------------------- transport callbacks */
+
+static int itcp_create_session(struct iscsi_if_session *ifs)
+{
+	struct itcp_session *sess = ifs->dd_data;
+
+	sess->ifs = ifs;
+	spin_lock_init(&sess->lock);
+	mutex_init(&sess->tmf_mutex);
+	init_completion(&sess->tmf_done);
+	INIT_LIST_HEAD(&sess->tmf_mgmt.node);
+	INIT_WORK(&sess->run_queue_work, run_queue_work_fn);
+	init_waitqueue_head(&sess->xmit_wait);
+	sess->ntasks = ifs->shost->can_queue;
+	sess->tasks = kcalloc(sess->ntasks, sizeof(*sess->tasks), GFP_KERNEL);
+	if (!sess->tasks)
+		return -ENOMEM;
+	/* RFC 7143 defaults until iscsid sets the negotiated values */
+	sess->initial_r2t = true;
+	sess->imm_data = true;
+	sess->first_burst = 65536;
+	sess->max_burst = 262144;
+	sess->max_r2t = 1;
+	sess->abort_tmo = 15;
+	sess->lu_reset_tmo = 30;
+	sess->tgt_reset_tmo = 30;
+	return 0;
+}
+
+static void itcp_destroy_session(struct iscsi_if_session *ifs)
+{
+	struct itcp_session *sess = ifs->dd_data;
+
+	cancel_work_sync(&sess->run_queue_work);
+	kfree(sess->tasks);
+	sess->tasks = NULL;
+}
+
+static int itcp_create_conn(struct iscsi_if_conn *ifc)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+
+	conn->ifc = ifc;
+	conn->sess = ifc->session->dd_data;
+	conn->max_recv_dlength = ITCP_DEF_RECV_DLENGTH;
+	conn->max_xmit_dlength = ITCP_DEF_RECV_DLENGTH;
+	INIT_WORK(&conn->xmit_work, xmit_work_fn);
+	INIT_LIST_HEAD(&conn->cmdq);
+	INIT_LIST_HEAD(&conn->dataq);
+	INIT_LIST_HEAD(&conn->mgmtq);
+	conn->rx_state = RX_DEAD;
+	return 0;
+}
+
+static void itcp_release_sock(struct itcp_conn *conn)
+{
+	if (conn->sock) {
+		sockfd_put(conn->sock);
+		conn->sock = NULL;
+	}
+}
+
+static void itcp_destroy_conn(struct iscsi_if_conn *ifc)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+
+	itcp_release_sock(conn);
+	kvfree(conn->rx_buf);
+	conn->rx_buf = NULL;
+}
+
+static int itcp_bind_conn(struct iscsi_if_conn *ifc, int fd, u32 exp_statsn,
+			  u32 cmdsn, u32 max_cmdsn)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+	struct itcp_session *sess = conn->sess;
+	struct socket *sock;
+	struct sock *sk;
+	int err;
+
+	sock = sockfd_lookup(fd, &err);
+	if (!sock)
+		return err;
+	sk = sock->sk;
+	if (!sk || sk->sk_protocol != IPPROTO_TCP || sock->type != SOCK_STREAM ||
+	    (sk->sk_family != AF_INET && sk->sk_family != AF_INET6) ||
+	    sk->sk_state != TCP_ESTABLISHED) {
+		sockfd_put(sock);
+		return -EINVAL;
+	}
+	if (READ_ONCE(sk->sk_user_data)) {
+		sockfd_put(sock);
+		return -EBUSY;	/* bound already, or used by another kernel user */
+	}
+	itcp_release_sock(conn);
+	conn->sock = sock;
+	lock_sock(sk);
+	sk->sk_allocation = GFP_NOIO;
+	release_sock(sk);
+	tcp_sock_set_nodelay(sk);
+
+	spin_lock_bh(&sess->lock);
+	conn->exp_statsn = exp_statsn;
+	sess->cmdsn = cmdsn;
+	sess->exp_cmdsn = cmdsn;
+	sess->max_cmdsn = iscsi_sna_lt(max_cmdsn, cmdsn - 1) ? cmdsn : max_cmdsn;
+	spin_unlock_bh(&sess->lock);
+	return 0;
+}
+
+static int itcp_start_conn(struct iscsi_if_conn *ifc)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+	struct itcp_session *sess = conn->sess;
+	struct sock *sk;
+	u32 size = max_t(u32, conn->max_recv_dlength, ITCP_BHS);
+
+	if (!conn->sock)
+		return -EINVAL;
+	sk = conn->sock->sk;
+	if (!conn->rx_buf || conn->rx_buf_size != size) {
+		kvfree(conn->rx_buf);
+		conn->rx_buf = kvmalloc(size, GFP_KERNEL);
+		if (!conn->rx_buf) {
+			conn->rx_buf_size = 0;
+			return -ENOMEM;
+		}
+		conn->rx_buf_size = size;
+	}
+	conn->xmit_dead = false;
+	conn->stopping = false;
+	conn->logout_rsp_seen = false;
+	conn->rx_task = NULL;
+	rx_next_pdu(conn);
+
+	spin_lock_bh(&sess->lock);
+	sess->conn = conn;
+	sess->conn_gen++;
+	spin_unlock_bh(&sess->lock);
+
+	write_lock_bh(&sk->sk_callback_lock);
+	conn->old_data_ready = sk->sk_data_ready;
+	conn->old_state_change = sk->sk_state_change;
+	sk->sk_user_data = conn;
+	sk->sk_data_ready = itcp_data_ready;
+	sk->sk_state_change = itcp_state_change;
+	conn->callbacks_set = true;
+	write_unlock_bh(&sk->sk_callback_lock);
+
+	{
+		struct sockaddr_storage ss;
+		char addr[64];
+
+		if (kernel_getsockname(conn->sock, (struct sockaddr *)&ss) > 0) {
+			snprintf(addr, sizeof(addr), "%pISc", &ss);
+			iscsi_if_set_host_ipaddress(sess->ifs, addr);
+		}
+	}
+
+	/* Whatever arrived between login and now, and a peer already gone. */
+	lock_sock(sk);
+	itcp_data_ready(sk);
+	release_sock(sk);
+	if (sk->sk_state != TCP_ESTABLISHED)
+		conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
+	return 0;
+}
+
+static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+	struct itcp_session *sess = conn->sess;
+	int result = flag == ISCSI_IF_STOP_RECOVER ? DID_TRANSPORT_DISRUPTED << 16
+						   : DID_NO_CONNECT << 16;
+	struct scsi_cmnd **done;
+	struct itcp_mgmt *m, *tmp;
+	LIST_HEAD(mgmt);
+	u32 i, n = 0;
+
+	spin_lock_bh(&sess->lock);
+	conn->stopping = true;
+	if (sess->conn == conn)
+		sess->conn = NULL;
+	spin_unlock_bh(&sess->lock);
+
+	if (conn->sock) {
+		struct sock *sk = conn->sock->sk;
+
+		if (conn->callbacks_set) {
+			write_lock_bh(&sk->sk_callback_lock);
+			sk->sk_user_data = NULL;
+			sk->sk_data_ready = conn->old_data_ready;
+			sk->sk_state_change = conn->old_state_change;
+			conn->callbacks_set = false;
+			write_unlock_bh(&sk->sk_callback_lock);
+		}
+		/* Wakes a sender blocked on a stalled peer. */
+		kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+	}
+	cancel_work_sync(&conn->xmit_work);
+	conn->rx_state = RX_DEAD;
+
+	done = kcalloc(sess->ntasks, sizeof(*done), GFP_NOIO);
+	spin_lock_bh(&sess->lock);
+	for (i = 0; i < sess->ntasks; i++) {
+		struct itcp_task *t = sess->tasks[i];
+		struct scsi_cmnd *sc;
+
+		if (!t)
+			continue;
+		sc = task_finish_locked(sess, t, result);
+		t->flags &= ~TASK_DONE_PENDING;
+		if (sc && done)
+			done[n++] = sc;
+	}
+	INIT_LIST_HEAD(&conn->cmdq);
+	INIT_LIST_HEAD(&conn->dataq);
+	list_splice_init(&conn->mgmtq, &mgmt);
+	conn->mgmt_queued = 0;
+	if (sess->tmf_pending) {
+		sess->tmf_pending = false;
+		complete(&sess->tmf_done);
+	}
+	spin_unlock_bh(&sess->lock);
+	list_for_each_entry_safe(m, tmp, &mgmt, node) {
+		list_del_init(&m->node);
+		if (!m->embedded)
+			kfree(m);
+	}
+	/*
+	 * Without memory for the list (GFP_NOIO failed), commands are still
+	 * out of the table and the midlayer's timeout handles them.
+	 */
+	for (i = 0; i < n; i++)
+		scsi_done(done[i]);
+	kfree(done);
+	itcp_release_sock(conn);
+}
+
+static int parse_uint(const char *v, u32 *out)
+{
+	return kstrtou32(v, 10, out);
+}
+
+static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *ifc,
+			  enum iscsi_if_param param, const char *value)
+{
+	struct itcp_session *sess = ifs->dd_data;
+	struct itcp_conn *conn = ifc ? ifc->dd_data : NULL;
+	bool running;
+	u32 v;
+	int err = parse_uint(value, &v);	/* every value used here is a number */
+
+	spin_lock_bh(&sess->lock);
+	running = sess->conn != NULL;
+	spin_unlock_bh(&sess->lock);
+	if (!conn && param <= ISCSI_IF_PARAM_RECV_TMO)
+		return -EINVAL;
+
+	switch (param) {
+	case ISCSI_IF_PARAM_MAX_RECV_DLENGTH:
+	case ISCSI_IF_PARAM_MAX_XMIT_DLENGTH:
+	case ISCSI_IF_PARAM_HDRDGST_EN:
+	case ISCSI_IF_PARAM_DATADGST_EN:
+		if (err)
+			return err;
+		if (running && sess->conn == conn)
+			return -EBUSY;
+		if (param == ISCSI_IF_PARAM_MAX_RECV_DLENGTH)
+			conn->max_recv_dlength = v;
+		else if (param == ISCSI_IF_PARAM_MAX_XMIT_DLENGTH)
+			conn->max_xmit_dlength = v;
+		else if (param == ISCSI_IF_PARAM_HDRDGST_EN)
+			conn->hdrdgst = v;
+		else
+			conn->datadgst = v;
+		return 0;
+	case ISCSI_IF_PARAM_INITIAL_R2T_EN:
+	case ISCSI_IF_PARAM_IMM_DATA_EN:
+	case ISCSI_IF_PARAM_FIRST_BURST:
+	case ISCSI_IF_PARAM_MAX_BURST:
+	case ISCSI_IF_PARAM_MAX_R2T:
+		if (err)
+			return err;
+		if (running)
+			return -EBUSY;
+		spin_lock_bh(&sess->lock);
+		if (param == ISCSI_IF_PARAM_INITIAL_R2T_EN)
+			sess->initial_r2t = v;
+		else if (param == ISCSI_IF_PARAM_IMM_DATA_EN)
+			sess->imm_data = v;
+		else if (param == ISCSI_IF_PARAM_FIRST_BURST)
+			sess->first_burst = v;
+		else if (param == ISCSI_IF_PARAM_MAX_BURST)
+			sess->max_burst = v;
+		else
+			sess->max_r2t = v;
+		spin_unlock_bh(&sess->lock);
+		return 0;
+	case ISCSI_IF_PARAM_ABORT_TMO:
+		if (!err)
+			WRITE_ONCE(sess->abort_tmo, v ? v : 1);
+		return err;
+	case ISCSI_IF_PARAM_LU_RESET_TMO:
+		if (!err)
+			WRITE_ONCE(sess->lu_reset_tmo, v ? v : 1);
+		return err;
+	case ISCSI_IF_PARAM_TGT_RESET_TMO:
+		if (!err)
+			WRITE_ONCE(sess->tgt_reset_tmo, v ? v : 1);
+		return err;
+	default:
+		return 0;	/* shown in sysfs only */
+	}
+}
+
+static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+	struct itcp_session *sess = conn->sess;
+	u32 ahslen = pdu[4] * 4, dlen = ntoh24(pdu + 5);
+	u8 op = pdu[0] & ISCSI_OPCODE_MASK;
+	struct itcp_mgmt *m;
+
+	if (len != ITCP_BHS + ahslen + dlen)
+		return -EINVAL;
+	if (op != ISCSI_OP_NOOP_OUT && op != ISCSI_OP_LOGOUT && op != ISCSI_OP_TEXT &&
+	    op != ISCSI_OP_SNACK)
+		return -EINVAL;
+	if (!(get_unaligned_be32(pdu + 16) & BIT(31)) &&
+	    get_unaligned_be32(pdu + 16) != ISCSI_RESERVED_TAG)
+		return -EINVAL;	/* iscsid's ITTs have bit 31 set */
+	if (dlen > conn->max_xmit_dlength)
+		return -EMSGSIZE;
+	m = kmalloc(sizeof(*m) + len, GFP_KERNEL);
+	if (!m)
+		return -ENOMEM;
+	m->buf = (u8 *)(m + 1);
+	memcpy(m->buf, pdu, len);
+	m->embedded = false;
+	m->hlen = ITCP_BHS + ahslen;
+	m->dlen = dlen;
+	INIT_LIST_HEAD(&m->node);
+
+	spin_lock_bh(&sess->lock);
+	if (sess->conn != conn || conn->stopping) {
+		spin_unlock_bh(&sess->lock);
+		kfree(m);
+		return -ENOTCONN;
+	}
+	if (conn->mgmt_queued >= ITCP_MAX_MGMT_QUEUED) {
+		spin_unlock_bh(&sess->lock);
+		kfree(m);
+		return -ENOBUFS;	/* the connection does not move: bounded */
+	}
+	conn->mgmt_queued++;
+	if (op != ISCSI_OP_SNACK) {
+		put_unaligned_be32(sess->cmdsn, m->buf + 24);
+		if (!(m->buf[0] & ISCSI_OP_IMMEDIATE))
+			sess->cmdsn++;
+	}
+	list_add_tail(&m->node, &conn->mgmtq);
+	spin_unlock_bh(&sess->lock);
+	queue_work(itcp_wq, &conn->xmit_work);
+	return 0;
+}
+
+static void itcp_get_stats(struct iscsi_if_conn *ifc, u64 stats[__ISCSI_IF_STAT_MAX])
+{
+	struct itcp_conn *conn = ifc->dd_data;
+	int i;
+
+	for (i = 0; i < __ISCSI_IF_STAT_MAX; i++)
+		stats[i] = READ_ONCE(conn->stats[i]);
+}
+
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 11, 0)
+/*
+ * Pages go to TCP without a copy: with a data digest the page must not
+ * change between the CRC and the transmission, so ask for stable pages.
+ */
+static int itcp_slave_configure(struct scsi_device *sdev)
+{
+	struct itcp_session *sess = shost_sess(sdev->host);
+	bool datadgst;
+
+	spin_lock_bh(&sess->lock);
+	datadgst = sess->conn && sess->conn->datadgst;
+	spin_unlock_bh(&sess->lock);
+	if (datadgst)
+		blk_queue_flag_set(QUEUE_FLAG_STABLE_WRITES, sdev->request_queue);
+	return 0;
+}
+#endif
+
+static struct scsi_host_template itcp_sht = {
+	.module			= THIS_MODULE,
+	.name			= "iSCSI Initiator over TCP/IP",
+	.proc_name		= "iscsi_tcp",
+	.queuecommand		= itcp_queuecommand,
+	.eh_abort_handler	= itcp_eh_abort,
+	.eh_device_reset_handler = itcp_eh_device_reset,
+	.eh_target_reset_handler = itcp_eh_target_reset,
+	.change_queue_depth	= scsi_change_queue_depth,
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 11, 0)
+	.slave_configure	= itcp_slave_configure,
+#endif
+	.can_queue		= 128,
+	.this_id		= -1,
+	.sg_tablesize		= 4096,
+	.max_sectors		= 0xffff,
+	.cmd_per_lun		= 32,
+	.cmd_size		= sizeof(struct itcp_task),
+	.track_queue_depth	= 1,
+};
+
+static struct iscsi_if_transport itcp_transport = {
+	.name			= "tcp",
+	.owner			= THIS_MODULE,
+	.sht			= &itcp_sht,
+	.session_size		= sizeof(struct itcp_session),
+	.conn_size		= sizeof(struct itcp_conn),
+	.create_session		= itcp_create_session,
+	.destroy_session	= itcp_destroy_session,
+	.create_conn		= itcp_create_conn,
+	.destroy_conn		= itcp_destroy_conn,
+	.bind_conn		= itcp_bind_conn,
+	.start_conn		= itcp_start_conn,
+	.stop_conn		= itcp_stop_conn,
+	.set_param		= itcp_set_param,
+	.send_pdu		= itcp_send_pdu,
+	.get_stats		= itcp_get_stats,
+};
+
+static int __init itcp_init(void)
+{
+	int err;
+
+	itcp_wq = alloc_workqueue("iscsi_tcp_xmit", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
+	if (!itcp_wq)
+		return -ENOMEM;
+	err = iscsi_if_register_transport(&itcp_transport);
+	if (err)
+		destroy_workqueue(itcp_wq);
+	return err;
+}
+
+static void __exit itcp_exit(void)
+{
+	iscsi_if_unregister_transport(&itcp_transport);
+	destroy_workqueue(itcp_wq);
+}
+
+module_init(itcp_init);
+module_exit(itcp_exit);
+
+MODULE_DESCRIPTION("pyiscsi: iSCSI initiator TCP transport (data path)");
+MODULE_LICENSE("GPL");
+MODULE_SOFTDEP("pre: crc32c");
