@@ -386,8 +386,24 @@ def _stage_check(csg: int, nsg: int) -> None:
         raise PduError(f"login stage out of range: CSG={csg} NSG={nsg}", Err.INVAL)
 
 
+class _LoginStages:
+    """CSG/NSG in byte 1 of Login Request and Login Response (RFC 7143 11.12, 11.13)."""
+
+    csg: int
+    nsg: int
+
+    def _byte1(self) -> int:
+        _stage_check(self.csg, self.nsg)
+        return (self.csg << 2) | self.nsg
+
+    @classmethod
+    def _decode_byte1(cls, byte1: int, kw: dict[str, Any]) -> None:
+        kw["csg"] = (byte1 >> 2) & 3
+        kw["nsg"] = byte1 & 3
+
+
 @dataclass(kw_only=True)
-class LoginRequest(Pdu):
+class LoginRequest(_LoginStages, Pdu):
     OPCODE = Opcode.LOGIN_REQ
     FLAGS = {"transit": 0x80, "cont": 0x40}
     LAYOUT = (
@@ -413,15 +429,6 @@ class LoginRequest(Pdu):
     cid: int = 0
     cmdsn: int = 0
     exp_statsn: int = 0
-
-    def _byte1(self) -> int:
-        _stage_check(self.csg, self.nsg)
-        return (self.csg << 2) | self.nsg
-
-    @classmethod
-    def _decode_byte1(cls, byte1: int, kw: dict[str, Any]) -> None:
-        kw["csg"] = (byte1 >> 2) & 3
-        kw["nsg"] = byte1 & 3
 
 
 @dataclass(kw_only=True)
@@ -595,7 +602,7 @@ class TaskMgmtResponse(Pdu):
 
 
 @dataclass(kw_only=True)
-class LoginResponse(Pdu):
+class LoginResponse(_LoginStages, Pdu):
     OPCODE = Opcode.LOGIN_RSP
     FLAGS = {"transit": 0x80, "cont": 0x40}
     LAYOUT = (
@@ -622,15 +629,6 @@ class LoginResponse(Pdu):
     max_cmdsn: int = 0
     status_class: int = 0
     status_detail: int = 0
-
-    def _byte1(self) -> int:
-        _stage_check(self.csg, self.nsg)
-        return (self.csg << 2) | self.nsg
-
-    @classmethod
-    def _decode_byte1(cls, byte1: int, kw: dict[str, Any]) -> None:
-        kw["csg"] = (byte1 >> 2) & 3
-        kw["nsg"] = byte1 & 3
 
 
 @dataclass(kw_only=True)
