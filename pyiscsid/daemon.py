@@ -185,10 +185,7 @@ class Iscsid:
         session -s` prints them (pyiscsiadm.output.SNMP_STATS, then the transport's own, e.g.
         tx_sendpage_failures). Filled by kernel_session.session_stats(sid) (GET_STATS)."""
         k, sid = self._session_sid(args)
-        get = getattr(k, "session_stats", None)
-        if get is None:
-            raise IscsiError(Err.OP_NOT_SUPP, "statistics are not available")
-        return {"stats": {str(name): int(value) for name, value in get(sid).items()}}
+        return {"stats": k.session_stats(sid)}
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:

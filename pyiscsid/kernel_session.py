@@ -522,6 +522,20 @@ def _read(path: Path) -> str:
         return ""
 
 
+def session_stats(sid: int) -> dict[str, int]:
+    """The kernel's counters for session `sid` (GET_STATS on its connection), named as
+    `iscsiadm -m session -s` prints them: txdata_octets, ..., rjt_pdus, digest_err, timeout_err."""
+    from pyiscsid.netlink import IscsiNetlink
+
+    cids = connection_ids(sid)
+    if not cids:
+        raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} has no connection")
+    with IscsiNetlink() as nl:
+        counters = nl.get_stats(sid, cids[0])
+    names = {"REJECT_PDUS": "rjt_pdus"}
+    return {names.get(stat.name, stat.name.lower()): value for stat, value in counters.items()}
+
+
 def session_info(sid: int) -> SessionInfo | None:
     """SessionInfo of `sid` from sysfs, None if the session does not exist."""
     sess = SYSFS / "class" / "iscsi_session" / f"session{sid}"

@@ -59,7 +59,7 @@ def test_datapath_end_to_end(modules: None, capsys: pytest.CaptureFixture[str]) 
     res = parse_results(result.out_dir)
     result.check()
     assert res.get("fail") is None, res["fail"]
-    for key in ("session_listing", "data", "logout", "orphan_teardown", "done"):
+    for key in ("session_listing", "stats", "data", "logout", "orphan_teardown", "done"):
         assert res.get(key) == "ok", f"{key}: {res.get(key)!r}\n{result.output[-3000:]}"
     session = (result.out_dir / "session.txt").read_text()
     sid_lines = re.findall(

@@ -193,6 +193,12 @@ grep -q "Target: $IQN_LIO" "$VM_OUT/session-P3.txt" || fail "-P 3 lacks the LIO 
 step "data: LIO ramdisk"
 verify_data "$lio_disk"
 fs_check "$lio_disk"
+# The kernel's counters through iscsiadm -s: the I/O above shows in them.
+$ADM -m session -r "$(sid_of $IQN_LIO)" -s >"$VM_OUT/stats.txt" 2>&1 || fail "iscsiadm -s (exit $?)"
+for c in scsicmd_pdus datain_pdus scsirsp_pdus txdata_octets rxdata_octets; do
+	grep -Eq "^	$c: [1-9][0-9]*$" "$VM_OUT/stats.txt" || fail "-s: $c not counted: $(cat "$VM_OUT/stats.txt")"
+done
+result stats ok
 step "data: tgtd file"
 tgt_img=$(tgtadm -C 0 --lld iscsi --mode target --op show | sed -n 's/^ *Backing store path: \(\/.*\)$/\1/p' | head -n1)
 [ -f "$tgt_img" ] || fail "cannot find tgtd's backing file ($tgt_img)"
