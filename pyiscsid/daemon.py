@@ -331,8 +331,14 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         server.stop()
 
     threading.Thread(target=watch_stop, daemon=True).start()
-    # Sessions a previous iscsid left in the kernel need their NOP-In pings answered too.
-    events = k.start_event_service() if (k := kernel()) is not None else None
+    # Sessions a previous iscsid left in the kernel need their pings and recovery too.
+    events = None
+    if (k := kernel()) is not None:
+        from pyiscsid.recovery import RecoveryManager
+
+        events = k.start_event_service(
+            RecoveryManager(daemon.initiator_name, daemon.initiator_alias)
+        )
     log.info("iscsid %s ready on %s (initiator %s)", VERSION, server.path, daemon.initiator_name)
     report("0")
     try:

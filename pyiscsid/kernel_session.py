@@ -45,6 +45,29 @@ def _next_itt() -> int:
     return LOGOUT_ITT_BASE | (next(_itt) % 0x7FFFFFFF)
 
 
+def is_closing(sid: int) -> bool:
+    """True while session `sid` is being logged out by this process."""
+    with _lock:
+        return sid in _closing
+
+
+def close_socket(sid: int, cid: int) -> None:
+    """Close the socket iscsid kept for connection `sid`:`cid` (the kernel gave it back)."""
+    with _lock:
+        old = _sockets.pop((sid, cid), None)
+    if old is not None:
+        old.close()
+
+
+def replace_socket(sid: int, cid: int, sock: socket.socket) -> None:
+    """Remember the socket now bound to connection `sid`:`cid`; close the one it replaces."""
+    with _lock:
+        old = _sockets.get((sid, cid))
+        _sockets[(sid, cid)] = sock
+    if old is not None and old is not sock:
+        old.close()
+
+
 def available() -> bool:
     """True if the iscsi_if module is loaded (its generic netlink family exists)."""
     from pyiscsid.netlink import family_available
@@ -325,18 +348,134 @@ def nop_out_reply(pdu: bytes) -> bytes | None:
     return NopOut(immediate=True, lun=nop.lun, itt=RSVD_TAG, ttt=nop.ttt).encode()
 
 
+def nop_out_ping(itt: int) -> bytes:
+    """iscsid's own ping: an immediate NOP-Out with ITT `itt` and TTT reserved (RFC 7143 11.18);
+    the target must answer with a NOP-In of the same ITT."""
+    from pyiscsid.pdu import NopOut
+
+    return NopOut(immediate=True, itt=itt, ttt=RSVD_TAG).encode()
+
+
+def nop_in_itt(pdu: bytes) -> int | None:
+    """The ITT of `pdu` if it is a NOP-In answering one of iscsid's pings (bit 31 set)."""
+    from pyiscsid.pdu import NopIn, decode_bhs
+
+    if len(pdu) < 48:
+        return None
+    try:
+        nop = decode_bhs(pdu[:48])
+    except IscsiError:
+        return None
+    if isinstance(nop, NopIn) and nop.itt != RSVD_TAG and nop.itt & LOGOUT_ITT_BASE:
+        return int(nop.itt)
+    return None
+
+
+@dataclass
+class PingState:
+    """The NOP-Out schedule of one connection."""
+
+    cid: int
+    interval: float  # node.conn[0].timeo.noop_out_interval (sysfs recv_tmo); 0: no pings
+    timeout: float  # node.conn[0].timeo.noop_out_timeout (sysfs ping_tmo)
+    next_at: float  # monotonic time of the next ping
+    itt: int | None = None  # the ping waiting for its answer
+    sent_at: float = 0.0
+
+
+class Pinger:
+    """NOP-Out pings of running sessions; pure bookkeeping, the EventService does the I/O.
+
+    `due(now, sessions)` says which pings to send and which connections missed an answer;
+    `answered(sid, itt, now)` takes an answer. `sessions` maps sid -> (cid, interval, timeout)
+    for the sessions that are LOGGED_IN and not under recovery.
+    """
+
+    def __init__(self) -> None:
+        self.state: dict[int, PingState] = {}
+        self.sent = 0
+        self.answered_count = 0
+
+    def due(
+        self, now: float, sessions: dict[int, tuple[int, float, float]]
+    ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+        """([(sid, cid, itt) to send now], [(sid, cid) whose ping timed out])."""
+        for sid in list(self.state):
+            if sid not in sessions:
+                del self.state[sid]  # gone, failed or recovering: start over when it is back
+        send: list[tuple[int, int, int]] = []
+        missed: list[tuple[int, int]] = []
+        for sid, (cid, interval, timeout) in sessions.items():
+            st = self.state.get(sid)
+            if st is None or st.cid != cid or st.interval != interval:
+                st = self.state[sid] = PingState(cid, interval, timeout, now + interval)
+            st.timeout = timeout
+            if interval <= 0:
+                continue
+            if st.itt is not None:
+                if timeout > 0 and now - st.sent_at >= timeout:
+                    missed.append((sid, cid))
+                    del self.state[sid]
+                continue
+            if now >= st.next_at:
+                st.itt = _next_itt()
+                st.sent_at = now
+                send.append((sid, cid, st.itt))
+                self.sent += 1
+        return send, missed
+
+    def answered(self, sid: int, itt: int, now: float) -> bool:
+        st = self.state.get(sid)
+        if st is None or st.itt != itt:
+            return False
+        st.itt = None
+        st.next_at = now + st.interval
+        self.answered_count += 1
+        return True
+
+
+def ping_schedule(recovery: Any = None) -> dict[int, tuple[int, float, float]]:
+    """sid -> (cid, noop_out_interval, noop_out_timeout) of the sessions to ping, from sysfs."""
+    out: dict[int, tuple[int, float, float]] = {}
+    for info in list_sessions():
+        if info.state != "LOGGED_IN" or not info.cids or is_closing(info.sid):
+            continue
+        if recovery is not None and recovery.active(info.sid):
+            continue
+        interval = _int(info.conn_attrs.get("recv_tmo"), 5)
+        timeout = _int(info.conn_attrs.get("ping_tmo"), 5)
+        out[info.sid] = (info.cids[0], float(max(interval, 0)), float(max(timeout, 0)))
+    return out
+
+
+def failed_sessions() -> list[tuple[int, int]]:
+    """(sid, cid) of the sessions sysfs shows FAILED: they need a recovery."""
+    return [
+        (info.sid, info.cids[0] if info.cids else 0)
+        for info in list_sessions()
+        if info.state == "FAILED" and not is_closing(info.sid)
+    ]
+
+
 class EventService:
     """iscsid's listener on the kernel's "events" group, run in a thread of its own.
 
-    Answers the targets' NOP-In pings (a target drops a connection whose pings go unanswered)
-    and logs connection errors. Survives the module being absent or unloaded: it retries.
+    Answers the targets' NOP-In pings (a target drops a connection whose pings go unanswered),
+    sends iscsid's own NOP-Out pings, and hands connection failures (CONN_ERROR, a ping left
+    unanswered, a FAILED session nobody recovers) to `recovery` (a recovery.RecoveryManager;
+    None: failures are only logged). Survives the module being absent or unloaded: it retries.
     """
 
-    def __init__(self, retry: float = 1.0) -> None:
+    TICK = 1.0  # seconds between ping/FAILED-session checks
+
+    def __init__(self, retry: float = 1.0, recovery: Any = None) -> None:
         self.retry = retry
+        self.recovery = recovery
         self.stop_event = threading.Event()
         self.thread: threading.Thread | None = None
         self.pings_answered = 0
+        self.pinger = Pinger()
+        self._next_tick = 0.0
 
     def start(self) -> EventService:
         self.thread = threading.Thread(target=self.run, name="iscsi-events", daemon=True)
@@ -347,6 +486,8 @@ class EventService:
         self.stop_event.set()
         if self.thread is not None:
             self.thread.join(timeout)
+        if self.recovery is not None:
+            self.recovery.stop(timeout)
 
     def run(self) -> None:
         from pyiscsid.netlink import EventListener, IscsiNetlink
@@ -355,16 +496,45 @@ class EventService:
             try:
                 with EventListener() as events, IscsiNetlink() as nl:
                     while not self.stop_event.is_set():
-                        for event in events.poll(0.5):
+                        for event in events.poll(0.25):
                             self.handle(nl, event)
+                        self.tick(nl, time.monotonic())
             except (IscsiError, OSError) as exc:
                 log.debug("kernel events unavailable: %s", exc)
                 self.stop_event.wait(self.retry)
+
+    def tick(self, nl: Any, now: float) -> None:
+        """Send the pings that are due, fail connections whose ping went unanswered, start a
+        recovery for FAILED sessions nobody recovers (events lost, or a previous iscsid's)."""
+        if now < self._next_tick:
+            return
+        self._next_tick = now + self.TICK
+        send, missed = self.pinger.due(now, ping_schedule(self.recovery))
+        for sid, cid, itt in send:
+            try:
+                nl.send_pdu(sid, cid, nop_out_ping(itt))
+            except IscsiError as exc:
+                log.debug("session %d: cannot send a NOP-Out: %s", sid, exc.message)
+        for sid, cid in missed:
+            log.warning("connection%d:%d: ping timeout: no NOP-In answer", sid, cid)
+            self.conn_failed(sid, cid, "NOP_TIMEOUT")
+        if self.recovery is not None:
+            for sid, cid in failed_sessions():
+                if not self.recovery.active(sid):
+                    self.conn_failed(sid, cid, "session FAILED")
+
+    def conn_failed(self, sid: int, cid: int, reason: str) -> None:
+        if self.recovery is not None:
+            self.recovery.conn_failed(sid, cid, reason)
 
     def handle(self, nl: IscsiNetlink, event: Any) -> None:
         from pyiscsid.netlink import ConnErrorEvent, EventsLost, RecvPduEvent
 
         if isinstance(event, RecvPduEvent):
+            itt = nop_in_itt(event.pdu)
+            if itt is not None:
+                self.pinger.answered(event.sid, itt, time.monotonic())
+                return
             reply = nop_out_reply(event.pdu)
             if reply is None:
                 return
@@ -374,28 +544,34 @@ class EventService:
             except IscsiError as exc:
                 log.warning("session %d: cannot answer the target's NOP-In: %s", event.sid, exc)
         elif isinstance(event, ConnErrorEvent):
-            with _lock:
-                if event.sid in _closing:
-                    return  # the target closes the connection after a logout
+            if is_closing(event.sid):
+                return  # the target closes the connection after a logout
             name = getattr(event.error, "name", str(event.error))
             log.warning("session %d: connection %d failed (%s)", event.sid, event.cid, name)
+            self.conn_failed(event.sid, event.cid, name)
         elif isinstance(event, EventsLost):
             log.warning("kernel events were lost (socket buffer overrun)")
+            self._next_tick = 0.0  # look at the sessions' states now
 
 
 _service: EventService | None = None
 
 
-def start_event_service() -> EventService:
-    """Start iscsid's kernel event thread (answers NOP-In pings) once per process; idempotent.
+def start_event_service(recovery: Any = None) -> EventService:
+    """Start iscsid's kernel event thread once per process; idempotent.
 
-    iscsid calls it at startup (sessions that a previous iscsid left need their pings
-    answered too); start_session calls it as well, so a session never runs unanswered.
+    iscsid calls it at startup with its recovery.RecoveryManager (sessions that a previous
+    iscsid left need their pings answered and their failures recovered too); start_session
+    calls it as well, so a session never runs unanswered (a default RecoveryManager then).
     """
     global _service
     with _lock:
         if _service is None or _service.stop_event.is_set():
-            _service = EventService().start()
+            if recovery is None:
+                from pyiscsid.recovery import RecoveryManager
+
+                recovery = RecoveryManager()
+            _service = EventService(recovery=recovery).start()
         return _service
 
 

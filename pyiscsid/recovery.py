@@ -1,0 +1,332 @@
+"""Connection recovery (ERL 0): bring a failed session's connection back without losing I/O.
+
+On a connection failure (CONN_ERROR from the kernel, or a NOP-Out ping left unanswered) the
+RecoveryManager runs one thread per session: STOP_CONN(RECOVER) (the kernel blocks the SCSI
+queue, keeps the commands and starts the replacement timer), then reconnects to the session's
+persistent portal with back-off (0.5 s doubling up to 5 s, forever, until the session is destroyed
+or logged out: the kernel's replacement timer decides when I/O fails), logs in again with the
+session's ISID, sets the negotiated parameters, BIND_CONN with the new socket and the login's
+CmdSN/ExpStatSN/MaxCmdSN, and START_CONN: the kernel re-issues the commands it kept.
+
+The login is a session reinstatement (RFC 7143 6.3.5): the same ISID with TSIH 0, so the target
+closes whatever is left of the old session and the new one takes its place. Everything the login
+needs comes from sysfs (target, portal, ISID, initiator name) and, when there is one, the node
+record of that portal (authentication, proposals): sessions a previous iscsid created recover too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pyiscsid.errors import Err, IscsiError
+
+if TYPE_CHECKING:
+    from pyiscsid.kernel_session import SessionInfo
+    from pyiscsid.records import NodeRecord
+    from pyiscsid.settings import LoginSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delays between reconnect attempts: `start`, then times `factor`, never above `cap`."""
+
+    start: float = 0.5
+    cap: float = 5.0
+    factor: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.start <= 0 or self.cap < self.start or self.factor < 1:
+            raise ValueError(f"bad back-off {self.start}/{self.cap}/{self.factor}")
+
+    def delays(self) -> Iterator[float]:
+        """An endless sequence of delays in seconds."""
+        delay = self.start
+        while True:
+            yield delay
+            delay = min(self.cap, delay * self.factor)
+
+
+class RecoverySteps(Protocol):
+    """What a recovery does to the kernel and the target (a fake one in unit tests)."""
+
+    def stop(self, sid: int, cid: int) -> None:
+        """STOP_CONN(RECOVER). IscsiError SESS_NOT_FOUND if the session is gone."""
+
+    def alive(self, sid: int) -> bool:
+        """False once the session is destroyed or being logged out: recovery ends."""
+
+    def reconnect(self, sid: int, cid: int) -> None:
+        """Connect, log in, set parameters, bind, start. IscsiError on any failure."""
+
+
+# Parameters a new login renegotiates: set again before BIND_CONN. Identity and timeouts stay.
+def _renegotiated() -> frozenset[int]:
+    from pyiscsid.uapi import Param
+
+    return frozenset(
+        {
+            Param.MAX_RECV_DLENGTH,
+            Param.MAX_XMIT_DLENGTH,
+            Param.HDRDGST_EN,
+            Param.DATADGST_EN,
+            Param.CONN_ADDRESS,
+            Param.CONN_PORT,
+            Param.TARGET_ALIAS,
+            Param.TSIH,
+            Param.INITIAL_R2T_EN,
+            Param.IMM_DATA_EN,
+            Param.FIRST_BURST,
+            Param.MAX_BURST,
+            Param.MAX_R2T,
+            Param.PDU_INORDER_EN,
+            Param.DATASEQ_INORDER_EN,
+            Param.ERL,
+            Param.DEF_TIME2WAIT,
+            Param.DEF_TIME2RETAIN,
+        }
+    )
+
+
+@dataclass
+class _SysfsNode:
+    """Stands in for a node record when the database has none for a session: sysfs values,
+    defaults for everything else (record.get raises KeyError: callers use their default)."""
+
+    target: str
+    address: str
+    port: int
+    tpgt: int
+    iface: str
+
+    def get(self, name: str) -> Any:
+        raise KeyError(name)
+
+
+def find_record(info: SessionInfo) -> NodeRecord | None:
+    """The node record of the session's target and persistent portal (its iface if several)."""
+    from pyiscsid.db import Database
+
+    try:
+        with Database() as db:
+            recs = db.find_nodes(
+                target=info.target_name, address=info.persistent_address, port=info.persistent_port
+            )
+    except (IscsiError, OSError) as exc:
+        log.warning("session %d: cannot read the node records: %s", info.sid, exc)
+        return None
+    for rec in recs:
+        if rec.iface == info.iface:
+            return rec
+    return recs[0] if recs else None
+
+
+def reinstatement_settings(
+    info: SessionInfo, record: NodeRecord | None, initiator_name: str, initiator_alias: str
+) -> LoginSettings:
+    """The login settings that reinstate session `info`: its ISID and initiator name, TSIH 0,
+    the record's authentication and proposals (defaults without a record)."""
+    from pyiscsid.settings import LoginSettings
+
+    name = info.initiator_name or initiator_name
+    if record is not None:
+        from pyiscsid.records import login_settings
+
+        settings = login_settings(record, name, initiator_alias)
+    else:
+        settings = LoginSettings(initiator_name=name, target_name=info.target_name)
+    settings.initiator_name = name  # the I_T nexus must be the same one
+    try:
+        isid = bytes.fromhex(info.isid)
+    except ValueError:
+        isid = b""
+    if len(isid) != 6:
+        raise IscsiError(Err.INVAL, f"session {info.sid}: bad ISID {info.isid!r} in sysfs")
+    settings.isid = isid
+    settings.tsih = 0  # RFC 7143 6.3.5: reinstatement replaces the old session
+    settings.cid = 0
+    return settings
+
+
+class KernelSteps:
+    """The real RecoverySteps: netlink to iscsi_if, login to the target."""
+
+    def __init__(self, initiator_name: str = "", initiator_alias: str = "") -> None:
+        self.initiator_name = initiator_name
+        self.initiator_alias = initiator_alias
+
+    def stop(self, sid: int, cid: int) -> None:
+        from pyiscsid import kernel_session as ks
+        from pyiscsid.netlink import IscsiNetlink
+        from pyiscsid.uapi import Stop
+
+        with IscsiNetlink() as nl:
+            nl.stop_conn(sid, cid, Stop.RECOVER)
+        ks.close_socket(sid, cid)  # the target sees the old connection end
+        log.info("connection%d:%d stopped for recovery", sid, cid)
+
+    def alive(self, sid: int) -> bool:
+        from pyiscsid import kernel_session as ks
+
+        return not ks.is_closing(sid) and ks.session_info(sid) is not None
+
+    def reconnect(self, sid: int, cid: int) -> None:
+        from pyiscsid import kernel_session as ks
+        from pyiscsid.login import login
+
+        info = ks.session_info(sid)
+        if info is None:
+            raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is gone")
+        record = find_record(info)
+        settings = reinstatement_settings(info, record, self.initiator_name, self.initiator_alias)
+        node: Any = record or _SysfsNode(
+            info.target_name, info.persistent_address, info.persistent_port, info.tpgt, info.iface
+        )
+        log.info(
+            "session %d: logging in to %s %s:%d (reinstatement, ISID %s)",
+            sid,
+            info.target_name,
+            node.address,
+            node.port,
+            info.isid,
+        )
+        result = login(node.address, node.port, settings)
+        try:
+            self._hand_over(sid, cid, node, result, settings.initiator_name)
+        except BaseException:
+            result.close()
+            raise
+
+    def _hand_over(self, sid: int, cid: int, node: Any, result: Any, initiator: str) -> None:
+        from pyiscsid import kernel_session as ks
+        from pyiscsid.netlink import IscsiNetlink
+
+        wanted = _renegotiated()
+        with IscsiNetlink() as nl:
+            if ks.is_closing(sid):
+                raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is being logged out")
+            for param, value, is_conn in ks.session_params(node, result, initiator):
+                if value == "" or param not in wanted:
+                    continue
+                nl.set_param(sid, param, value, cid if is_conn else None)
+            result.sock.setblocking(True)
+            nl.bind_conn(
+                sid, cid, result.sock.fileno(), result.exp_statsn, result.cmdsn, result.max_cmdsn
+            )
+            log.info("connection%d:%d bound to the new socket, starting", sid, cid)
+            try:
+                nl.start_conn(sid, cid)
+            except IscsiError:
+                _unbind(nl, sid, cid)
+                raise
+            ks.replace_socket(sid, cid, result.sock)
+
+
+def _unbind(nl: Any, sid: int, cid: int) -> None:
+    """Give a bound but not started socket back, so that the next attempt can bind again."""
+    from pyiscsid.uapi import Stop
+
+    try:
+        nl.stop_conn(sid, cid, Stop.RECOVER)
+    except IscsiError as exc:
+        log.warning("connection%d:%d: STOP_CONN after a failed start: %s", sid, cid, exc.message)
+
+
+class RecoveryManager:
+    """Runs at most one recovery per session, each in its own thread (sessions never wait for
+    each other). `conn_failed` is called from the event thread and returns at once."""
+
+    def __init__(
+        self,
+        initiator_name: str = "",
+        initiator_alias: str = "",
+        backoff: Backoff | None = None,
+        steps: RecoverySteps | None = None,
+    ) -> None:
+        self.backoff = backoff or Backoff()
+        self.steps: RecoverySteps = steps or KernelSteps(initiator_name, initiator_alias)
+        self._lock = threading.Lock()
+        self._active: dict[int, threading.Thread] = {}
+        self._stop = threading.Event()
+        self.recovered: dict[int, int] = {}  # sid -> attempts of its last successful recovery
+        self.on_done: Callable[[int, bool], None] | None = None
+
+    def active(self, sid: int) -> bool:
+        with self._lock:
+            return sid in self._active
+
+    def conn_failed(self, sid: int, cid: int, reason: str) -> bool:
+        """Start recovering `sid` unless a recovery of it runs already; True if one started."""
+        with self._lock:
+            if self._stop.is_set() or sid in self._active:
+                return False
+            thread = threading.Thread(
+                target=self._run, args=(sid, cid, reason), name=f"recovery-{sid}", daemon=True
+            )
+            self._active[sid] = thread
+        thread.start()
+        return True
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """End every recovery (iscsid exits; the kernel's timer still runs)."""
+        self._stop.set()
+        with self._lock:
+            threads = list(self._active.values())
+        for thread in threads:
+            thread.join(timeout)
+
+    def wait(self, sid: int, timeout: float) -> bool:
+        """Wait for the recovery of `sid` to end; True if none runs any more."""
+        with self._lock:
+            thread = self._active.get(sid)
+        if thread is not None:
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def _run(self, sid: int, cid: int, reason: str) -> None:
+        ok = False
+        try:
+            ok = self._recover(sid, cid, reason)
+        except Exception:  # a bug must not kill iscsid's other work silently
+            log.exception("session %d: recovery failed", sid)
+        finally:
+            with self._lock:
+                self._active.pop(sid, None)
+            if self.on_done is not None:
+                self.on_done(sid, ok)
+
+    def _recover(self, sid: int, cid: int, reason: str) -> bool:
+        log.warning("connection%d:%d error (%s): starting recovery", sid, cid, reason)
+        try:
+            self.steps.stop(sid, cid)
+        except IscsiError as exc:
+            if exc.code == Err.SESS_NOT_FOUND:
+                log.info("session %d is gone: no recovery", sid)
+                return False
+            log.warning("connection%d:%d: STOP_CONN(RECOVER): %s", sid, cid, exc.message)
+        attempts = 0
+        for delay in self.backoff.delays():
+            if self._stop.wait(delay):
+                return False
+            if not self.steps.alive(sid):
+                log.info("session %d was logged out or destroyed: recovery ends", sid)
+                return False
+            attempts += 1
+            try:
+                self.steps.reconnect(sid, cid)
+            except (IscsiError, OSError) as exc:
+                why = exc.message if isinstance(exc, IscsiError) else str(exc)
+                log.info("connection%d:%d: attempt %d failed: %s", sid, cid, attempts, why)
+                continue
+            self.recovered[sid] = attempts
+            log.warning(
+                "connection%d:%d is operational after recovery (%d attempts)", sid, cid, attempts
+            )
+            return True
+        return False  # not reached: the delays never end
