@@ -87,8 +87,8 @@ lio_ramdisk() {
 		echo -n "$user" >"$acl/auth/userid"
 		echo -n "$pass" >"$acl/auth/password"
 		if [ -n "$muser" ]; then
-			echo -n "$muser" >"$acl/auth/userid_mut"
-			echo -n "$mpass" >"$acl/auth/password_mut"
+			echo -n "$muser" >"$acl/auth/userid_mutual"
+			echo -n "$mpass" >"$acl/auth/password_mutual"
 		fi
 		echo 0 >"$tpg/attrib/generate_node_acls"
 		echo 1 >"$tpg/attrib/authentication"
