@@ -145,3 +145,36 @@ def parse_capture(path: str | Path) -> Capture:
         return s[: -len(_NO_NL)] if s.endswith(_NO_NL) else s
 
     return Capture(m["cmd"], section(m["out"]), section(m["err"]), int(m["rc"]))
+
+
+def guest_kernel() -> str:
+    """The kernel version run-vm boots (`run-vm --kver`)."""
+    return subprocess.run(
+        [str(VM_DIR / "run-vm"), "--kver"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def build_modules() -> None:
+    """Build kernel/iscsi_if.ko and kernel/iscsi_tcp.ko for the guest's kernel; fail the test if
+    the build fails."""
+    root = VM_DIR.parents[1]
+    kver = guest_kernel()
+    proc = subprocess.run(
+        ["make", "-C", str(root / "kernel"), f"KSRC=/lib/modules/{kver}/build"],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"module build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    for ko in ("iscsi_if.ko", "iscsi_tcp.ko"):
+        if not (root / "kernel" / ko).is_file():
+            pytest.fail(f"kernel/{ko} was not built")
+
+
+def parse_results(out_dir: Path) -> dict[str, str]:
+    """The `key=value` lines a guest script wrote to OUT/results.txt."""
+    path = out_dir / "results.txt"
+    if not path.exists():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return dict(pairs)

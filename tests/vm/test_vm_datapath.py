@@ -6,52 +6,16 @@ and checks what came back). Prints the dd MB/s of our modules next to the in-ker
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from .harness import run_in_vm, vm_available
+from .harness import parse_results, run_in_vm
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "vm" / "e2e" / "datapath.sh"
 
 pytestmark = pytest.mark.vm
-
-
-def guest_kernel() -> str:
-    """The kernel run-vm boots: the newest with both an image and modules."""
-    found = [
-        p.name
-        for p in Path("/lib/modules").glob("*")
-        if (p / "modules.dep").exists() and Path(f"/boot/vmlinuz-{p.name}").exists()
-    ]
-    found.sort(key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"[.-]", v)])
-    return found[-1]
-
-
-@pytest.fixture(scope="module")
-def modules() -> None:
-    reason = vm_available()
-    if reason:
-        pytest.skip(reason)
-    kver = guest_kernel()
-    proc = subprocess.run(
-        ["make", "-C", str(ROOT / "kernel"), f"KSRC=/lib/modules/{kver}/build"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, f"module build failed:\n{proc.stdout}\n{proc.stderr}"
-    for ko in ("iscsi_if.ko", "iscsi_tcp.ko"):
-        assert (ROOT / "kernel" / ko).is_file(), f"kernel/{ko} was not built"
-
-
-def parse_results(out_dir: Path) -> dict[str, str]:
-    path = out_dir / "results.txt"
-    if not path.exists():
-        return {}
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {k: v for k, v in pairs}
 
 
 def test_datapath_end_to_end(modules: None, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,15 +13,12 @@ import re
 
 import pytest
 
-from .harness import run_in_vm
+from .harness import parse_results, run_in_vm
 from .test_vm_datapath import SCRIPT as _DATAPATH
-from .test_vm_datapath import modules, parse_results
 
 SCRIPT = _DATAPATH.parent / "recovery.sh"
 
 pytestmark = pytest.mark.vm
-
-__all__ = ["modules"]
 
 
 def test_recovery_end_to_end(modules: None, capsys: pytest.CaptureFixture[str]) -> None:

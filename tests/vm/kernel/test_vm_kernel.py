@@ -20,30 +20,11 @@ from vm.harness import VmResult, run_in_vm, vm_available
 pytestmark = [
     pytest.mark.vm,
     pytest.mark.skipif(vm_available() is not None, reason=str(vm_available())),
+    pytest.mark.usefixtures("modules"),
 ]
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-
-
-def _guest_kver() -> str:
-    return subprocess.run(
-        [str(ROOT / "tests" / "vm" / "run-vm"), "--kver"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def modules() -> None:
-    kver = _guest_kver()
-    proc = subprocess.run(
-        ["make", "-C", str(ROOT / "kernel"), f"KSRC=/lib/modules/{kver}/build"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
 
 def _results(r: VmResult) -> dict[str, str]:
