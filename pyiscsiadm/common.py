@@ -160,13 +160,6 @@ def iscsid_request(
     return int(reply["code"]), reply
 
 
-def _nr_sessions(rec: NodeRecord) -> int:
-    try:
-        return max(1, int(rec.get("node.session.nr_sessions")))
-    except (IscsiError, ValueError):
-        return 1
-
-
 def login_records(recs: Iterable[NodeRecord]) -> int:
     """Log in to each record through iscsid; return the first error code (0 if all worked).
 
@@ -176,6 +169,7 @@ def login_records(recs: Iterable[NodeRecord]) -> int:
     record in order. The requests run concurrently.
     """
     from pyiscsiadm import sysfs
+    from pyiscsid.records import nr_sessions
 
     recs = list(recs)
     results: dict[int, tuple[int, dict[str, Any]]] = {}
@@ -194,25 +188,27 @@ def login_records(recs: Iterable[NodeRecord]) -> int:
         report_error(code)
         return code
 
-    for i, rec in enumerate(recs):
-        wanted = _nr_sessions(rec)
+    submitted: list[tuple[int, NodeRecord]] = []
+    for rec in recs:
+        wanted = nr_sessions(rec)
         present = sysfs.count_sessions(rec.target, rec.address, rec.port, rec.iface)
         if present >= wanted:
             output.error(output.sessions_present(rec.iface, wanted, present))
             rc = rc or int(Err.SESS_EXISTS)
             continue
-        output.info(output.logging_in(rec.iface, rec.target, rec.address, rec.port))
-        sys.stdout.flush()
-        failed = reach_iscsid()
-        if failed:
-            code = show(rec, failed)
-            rc = rc or code
-            continue
-        threads[i] = threading.Thread(target=run, args=(i, rec), daemon=True)
-        threads[i].start()
-    for i, rec in enumerate(recs):
-        if i not in threads:
-            continue
+        for _ in range(wanted - present):  # one request, one "Logging in to", per session
+            output.info(output.logging_in(rec.iface, rec.target, rec.address, rec.port))
+            sys.stdout.flush()
+            failed = reach_iscsid()
+            if failed:
+                code = show(rec, failed)
+                rc = rc or code
+                break
+            i = len(submitted)
+            submitted.append((i, rec))
+            threads[i] = threading.Thread(target=run, args=(i, rec), daemon=True)
+            threads[i].start()
+    for i, rec in submitted:
         threads[i].join()
         code, _reply = results[i]
         code = show(rec, code)

@@ -19,6 +19,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -58,6 +59,7 @@ class DaemonOptions:
     uid: int | None = None
     gid: int | None = None
     pidfile: str | None = None  # None: no pid file
+    startup: bool = True  # rediscovery and automatic logins at start (ISCSID_NO_STARTUP=1: off)
 
 
 class UsageError(Exception):
@@ -77,7 +79,10 @@ def parse_args(argv: list[str]) -> DaemonOptions | str:
         raise UsageError(f"unrecognized option '--{opt}'") from None
     if extra:
         raise UsageError(f"unexpected argument '{extra[0]}'")
-    o = DaemonOptions(pidfile=os.environ.get("ISCSID_PIDFILE") or DEFAULT_PIDFILE)
+    o = DaemonOptions(
+        pidfile=os.environ.get("ISCSID_PIDFILE") or DEFAULT_PIDFILE,
+        startup=os.environ.get("ISCSID_NO_STARTUP", "") in ("", "0"),
+    )
     for name, value in opts:
         if name in ("-h", "--help"):
             return "help"
@@ -128,6 +133,38 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
+class IsidAllocator:
+    """ISIDs for new sessions: open-iscsi's OUI-format prefix 00 023d, then a 24-bit qualifier
+    that no session to the same target has, in sysfs or in a login still under way (RFC 7143
+    4.4.3: the same ISID to the same target would reinstate, i.e. replace, that session)."""
+
+    PREFIX = bytes.fromhex("00023d")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight: set[tuple[str, bytes]] = set()
+
+    @contextlib.contextmanager
+    def reserve(self, target: str, sessions: list[Any]) -> Iterator[bytes]:
+        used = set()
+        for s in sessions:
+            if s.target_name == target:
+                with contextlib.suppress(ValueError):
+                    used.add(bytes.fromhex(s.isid))
+        with self._lock:
+            used |= {isid for t, isid in self._in_flight if t == target}
+            qualifier = 0
+            while self.PREFIX + qualifier.to_bytes(3, "big") in used:
+                qualifier += 1
+            isid = self.PREFIX + qualifier.to_bytes(3, "big")
+            self._in_flight.add((target, isid))
+        try:
+            yield isid
+        finally:
+            with self._lock:
+                self._in_flight.discard((target, isid))
+
+
 class Iscsid:
     """The request handlers. Logins of one node are serialised so two `--login`s of the same
     node make one session (the second gets SESS_EXISTS)."""
@@ -141,6 +178,7 @@ class Iscsid:
         self._node_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
         self.stop_requested = threading.Event()
+        self.isids = IsidAllocator()
 
     def handle(self, op: str, args: dict[str, Any], _peer: object) -> dict[str, Any]:
         handler = getattr(self, f"op_{op}", None)
@@ -192,9 +230,13 @@ class Iscsid:
             return self._node_locks.setdefault(key, threading.Lock())
 
     def op_login(self, args: dict[str, Any]) -> dict[str, Any]:
+        """`login {record_id}`: one more session of the node, if it has fewer than its
+        node.session.nr_sessions (else SESS_EXISTS, 15). Logins of one node are serialised;
+        each session gets an ISID no other session to that target has."""
         record_id = args.get("record_id")
         if not isinstance(record_id, str):
             raise IscsiError(Err.INVALID_MGMT_REQ, "login needs a record_id")
+        from pyiscsid import records
         from pyiscsid.db import Database
 
         with Database() as db:
@@ -206,24 +248,29 @@ class Iscsid:
         if k is None:
             raise IscsiError(Err.TRANS_NOT_FOUND)
         with self._lock_for(f"{rec.target}\0{rec.address.lower()}\0{rec.port}\0{rec.iface}"):
-            for s in k.list_sessions():
-                if (
-                    s.target_name == rec.target
-                    and s.persistent_address.lower() == rec.address.lower()
-                    and s.persistent_port == rec.port
-                ):
-                    raise IscsiError(Err.SESS_EXISTS)
+            sessions = k.session_identities()
+            present = sum(
+                1
+                for s in sessions
+                if s.target_name == rec.target
+                and s.persistent_address.lower() == rec.address.lower()
+                and s.persistent_port == rec.port
+                and (s.iface or "default") == rec.iface
+            )
+            if present >= records.nr_sessions(rec):
+                raise IscsiError(Err.SESS_EXISTS)
             from pyiscsid.login import login
-            from pyiscsid.records import login_settings
 
-            settings = login_settings(rec, self.initiator_name, self.initiator_alias)
-            log.info("login to %s %s", rec.target, rec.portal)
-            result = login(rec.address, rec.port, settings)
-            try:
-                sid = k.start_session(rec, result, settings.initiator_name)
-            except BaseException:
-                result.close()
-                raise
+            settings = records.login_settings(rec, self.initiator_name, self.initiator_alias)
+            with self.isids.reserve(rec.target, sessions) as isid:
+                settings.isid = isid
+                log.info("login to %s %s (ISID %s)", rec.target, rec.portal, isid.hex())
+                result = login(rec.address, rec.port, settings)
+                try:
+                    sid = k.start_session(rec, result, settings.initiator_name)
+                except BaseException:
+                    result.close()
+                    raise
             log.info("session %d: logged in to %s %s", sid, rec.target, rec.portal)
         return {"sid": sid}
 
@@ -287,6 +334,50 @@ def _write_pidfile(path: str) -> None:
     os.replace(tmp, path)
 
 
+# iscsid is long-lived and logs in to many targets at once: import everything a login, a
+# recovery or a discovery needs before the first request, not in N request threads that then
+# queue on the import lock (under software emulation that was half of a 8-target -L all).
+_PRELOAD = ("pyiscsid.pdu", "pyiscsid.pduio", "pyiscsid.negotiation", "pyiscsid.chap",
+            "pyiscsid.login", "pyiscsid.discovery", "pyiscsid.records", "pyiscsid.db",
+            "pyiscsid.kernel_session", "pyiscsid.netlink", "pyiscsid.uapi",
+            "pyiscsid.recovery", "pyiscsid.startup")  # fmt: skip
+
+
+def preload() -> None:
+    import importlib
+
+    for name in _PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:  # e.g. no pyroute2: that part stays unavailable
+            log.debug("cannot preload %s: %s", name, e)
+
+
+def privilege_refusal(opts: DaemonOptions, kernel_interface: bool) -> str | None:
+    """Why -u cannot be honoured, or None. The iscsi_if commands need CAP_NET_ADMIN
+    (GENL_ADMIN_PERM), the database holds CHAP secrets readable by root only and a scan
+    writes root-only sysfs files: with the kernel interface in use iscsid stays root."""
+    if opts.uid is None or opts.uid == os.getuid():
+        return None
+    if kernel_interface:
+        return (
+            f"cannot run as uid {opts.uid}: the iscsi_if kernel interface needs CAP_NET_ADMIN "
+            "(its netlink commands are GENL_ADMIN_PERM) and root for the database and SCSI "
+            "scans; run iscsid as root, without -u"
+        )
+    return None
+
+
+def drop_privileges(opts: DaemonOptions) -> None:
+    """-g then -u (supplementary groups dropped with the group when we can)."""
+    if opts.gid is not None:
+        if os.getuid() == 0:
+            os.setgroups([])
+        os.setgid(opts.gid)
+    if opts.uid is not None and opts.uid != os.getuid():
+        os.setuid(opts.uid)
+
+
 def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
     from pyiscsid.ipc import IpcServer
 
@@ -306,17 +397,21 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
     except OSError as e:
         report(f"{PROG}: cannot start: {e}\n")
         return int(Err.GENERIC)
+    k = kernel()
+    refusal = privilege_refusal(opts, k is not None)
+    if refusal:
+        server.close()
+        report(f"{PROG}: {refusal}\n")
+        return int(Err.INVAL)
     try:
         if opts.pidfile:
             _write_pidfile(opts.pidfile)
-        if opts.gid is not None:
-            os.setgid(opts.gid)
-        if opts.uid is not None:
-            os.setuid(opts.uid)
+        drop_privileges(opts)
     except OSError as e:
         server.close()
         report(f"{PROG}: cannot start: {e}\n")
         return int(Err.GENERIC)
+    preload()
 
     def on_signal(_signo: int, _frame: FrameType | None) -> None:
         server.stop()
@@ -333,14 +428,33 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
     threading.Thread(target=watch_stop, daemon=True).start()
     # Sessions a previous iscsid left in the kernel need their pings and recovery too.
     events = None
-    if (k := kernel()) is not None:
+    if k is not None:
         from pyiscsid.recovery import RecoveryManager
 
+        taken_over = k.session_identities()
         events = k.start_event_service(
             RecoveryManager(daemon.initiator_name, daemon.initiator_alias)
         )
+        for s in taken_over:
+            log.info("session %d: taken over (%s %s:%d)", s.sid, s.target_name,
+                     s.persistent_address, s.persistent_port)  # fmt: skip
     log.info("iscsid %s ready on %s (initiator %s)", VERSION, server.path, daemon.initiator_name)
     report("0")
+    if k is not None and opts.startup:
+        from pyiscsid import startup
+        from pyiscsid.records import nr_sessions
+
+        threading.Thread(
+            target=startup.run,
+            args=(
+                daemon.op_login,
+                daemon.config,
+                (daemon.initiator_name, daemon.initiator_alias),
+                nr_sessions,
+            ),
+            name="startup",
+            daemon=True,
+        ).start()
     try:
         server.serve_forever()
     finally:

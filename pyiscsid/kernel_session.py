@@ -187,10 +187,14 @@ def start_session(record: NodeRecord, login: Any, initiator_name: str = "") -> i
         try:
             nl.create_conn(sid, cid)
             stage = "set the session parameters"
-            for param, value, is_conn in session_params(record, login, initiator_name):
-                if value == "":
-                    continue  # not known: the kernel shows it as unset
-                nl.set_param(sid, param, value, cid if is_conn else None)
+            nl.set_params(
+                sid,
+                [
+                    (param, value, cid if is_conn else None)
+                    for param, value, is_conn in session_params(record, login, initiator_name)
+                    if value != ""  # not known: the kernel shows it as unset
+                ],
+            )
             stage = "hand the connection to the kernel"
             login.sock.setblocking(True)  # no O_NONBLOCK left over from the login's timeouts
             nl.bind_conn(
@@ -250,11 +254,24 @@ def _teardown(nl: IscsiNetlink, sid: int, cids: list[int], stop: int | None) -> 
     return None
 
 
-def logout_pdu(itt: int, cid: int) -> bytes:
-    """Logout Request, reason close-the-session, immediate; the kernel fills CmdSN/ExpStatSN."""
+def logout_pdu(itt: int, cid: int, reason: int = 0) -> bytes:
+    """Logout Request, immediate, reason 0 close the session (1: close the connection); the
+    kernel fills CmdSN/ExpStatSN."""
     from pyiscsid.pdu import LogoutRequest
 
-    return LogoutRequest(immediate=True, reason=0, itt=itt, cid=cid).encode()
+    return LogoutRequest(immediate=True, reason=reason, itt=itt, cid=cid).encode()
+
+
+def _rescan(sid: int) -> None:
+    """SCAN the session again (new or changed LUNs); logged, never raised."""
+    from pyiscsid.netlink import IscsiNetlink
+
+    try:
+        with IscsiNetlink() as nl:
+            nl.scan(sid)
+        log.info("session %d: rescanned", sid)
+    except (IscsiError, OSError) as exc:
+        log.warning("session %d: rescan failed: %s", sid, exc)
 
 
 def logout_response_of(pdu: bytes, itt: int) -> int | None:
@@ -476,6 +493,8 @@ class EventService:
         self.pings_answered = 0
         self.pinger = Pinger()
         self._next_tick = 0.0
+        # Logouts the targets asked for (Async Message 1): sid -> (cid, itt, deadline)
+        self.async_logouts: dict[int, tuple[int, int, float]] = {}
 
     def start(self) -> EventService:
         self.thread = threading.Thread(target=self.run, name="iscsi-events", daemon=True)
@@ -518,6 +537,11 @@ class EventService:
         for sid, cid in missed:
             log.warning("connection%d:%d: ping timeout: no NOP-In answer", sid, cid)
             self.conn_failed(sid, cid, "NOP_TIMEOUT")
+        for sid, (cid, _itt, deadline) in list(self.async_logouts.items()):
+            if now >= deadline:
+                del self.async_logouts[sid]
+                log.warning("connection%d:%d: no Logout Response in time", sid, cid)
+                self.conn_failed(sid, cid, "target requested logout")
         if self.recovery is not None:
             for sid, cid in failed_sessions():
                 if not self.recovery.active(sid):
@@ -527,6 +551,41 @@ class EventService:
         if self.recovery is not None:
             self.recovery.conn_failed(sid, cid, reason)
 
+    def _async_logout_done(self, event: Any) -> bool:
+        """A Logout Response to a logout the target asked for: the connection is closed,
+        recover the session (True: the event was that)."""
+        pending = self.async_logouts.get(event.sid)
+        if pending is None:
+            return False
+        cid, itt, _deadline = pending
+        response = logout_response_of(event.pdu, itt)
+        if response is None:
+            return False
+        del self.async_logouts[event.sid]
+        log.info("connection%d:%d logged out (response %d): reconnecting", event.sid, cid, response)
+        self.conn_failed(event.sid, cid, "target requested logout")
+        return True
+
+    def on_async(self, nl: Any, sid: int, cid: int, action: Any) -> None:
+        """Carry out an async_msg.AsyncAction for connection sid:cid."""
+        log.warning("connection%d:%d: %s", sid, cid, action.message)
+        if action.kind == "logout":
+            if sid in self.async_logouts or is_closing(sid):
+                return
+            itt = _next_itt()
+            try:
+                nl.send_pdu(sid, cid, logout_pdu(itt, cid, reason=1))
+            except IscsiError as exc:
+                log.warning("connection%d:%d: cannot send the Logout: %s", sid, cid, exc.message)
+                self.conn_failed(sid, cid, "target requested logout")
+                return
+            self.async_logouts[sid] = (cid, itt, time.monotonic() + action.delay)
+        elif action.kind == "drop":
+            if self.recovery is not None and hasattr(self.recovery, "hold_off"):
+                self.recovery.hold_off(sid, action.delay)
+        elif action.kind == "rescan":
+            threading.Thread(target=_rescan, args=(sid,), name=f"rescan-{sid}", daemon=True).start()
+
     def handle(self, nl: IscsiNetlink, event: Any) -> None:
         from pyiscsid.netlink import ConnErrorEvent, EventsLost, RecvPduEvent
 
@@ -534,6 +593,14 @@ class EventService:
             itt = nop_in_itt(event.pdu)
             if itt is not None:
                 self.pinger.answered(event.sid, itt, time.monotonic())
+                return
+            if self._async_logout_done(event):
+                return
+            from pyiscsid.async_msg import action_of
+
+            action = action_of(event.pdu)
+            if action is not None:
+                self.on_async(nl, event.sid, event.cid, action)
                 return
             reply = nop_out_reply(event.pdu)
             if reply is None:
@@ -744,6 +811,59 @@ def session_info(sid: int) -> SessionInfo | None:
         conn_attrs=conn,
         disks=host_disks(host_no) if host_no >= 0 else [],
     )
+
+
+@dataclass(frozen=True)
+class SessionIdentity:
+    """What names a session: the few sysfs attributes a login checks before it makes one."""
+
+    sid: int
+    target_name: str
+    persistent_address: str
+    persistent_port: int
+    iface: str
+    isid: str
+
+
+def _cat(path: str) -> str:
+    """A sysfs attribute's text ("" if unreadable); plain os calls, no pathlib, no codecs."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return ""
+    try:
+        return os.read(fd, 4096).decode(errors="replace").strip()
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
+def session_identities() -> list[SessionIdentity]:
+    """Every session's target, persistent portal, iface and ISID, by SID: five reads a session
+    instead of list_sessions()'s every attribute (a login asks this under its node lock)."""
+    root = f"{SYSFS}/class"
+    try:
+        names = os.listdir(f"{root}/iscsi_session")
+    except OSError:
+        return []
+    sids = sorted(int(n[7:]) for n in names if n.startswith("session") and n[7:].isdigit())
+    out = []
+    for sid in sids:
+        sess = f"{root}/iscsi_session/session{sid}"
+        cids = connection_ids(sid)
+        conn = f"{root}/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"
+        out.append(
+            SessionIdentity(
+                sid,
+                _cat(f"{sess}/targetname"),
+                _cat(f"{conn}/persistent_address"),
+                _int(_cat(f"{conn}/persistent_port")),
+                _cat(f"{sess}/ifacename"),
+                _cat(f"{sess}/isid"),
+            )
+        )
+    return out
 
 
 def list_sessions() -> list[SessionInfo]:

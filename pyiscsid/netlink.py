@@ -467,6 +467,39 @@ class IscsiNetlink(_GenlSocket):
             if mtype == self.family_id
         ]
 
+    def request_batch(self, cmd: int, batch: list[dict[int, Any]]) -> None:
+        """Send many commands of one kind in one datagram and wait for all their acks (the
+        kernel handles them in order, each as if sent alone); the first error is raised after
+        every ack is in, so no late answer is left on the socket."""
+        if not batch:
+            return
+        seqs = [self._next_seq() for _ in batch]
+        data = b"".join(
+            build_msg(self.family_id, cmd, attrs, seq=seq)
+            for seq, attrs in zip(seqs, batch, strict=True)
+        )
+        self.sock.send(data)
+        pending = set(seqs)
+        first_error: tuple[int, int, IscsiError] | None = None
+        deadline = time.monotonic() + self.timeout
+        while pending:
+            buf = self._recv(deadline - time.monotonic())
+            if buf is None:
+                raise IscsiError(
+                    Err.TRANS_TIMEOUT,
+                    f"kernel did not answer {len(pending)} of {len(seqs)} {_cmd_name(cmd)} "
+                    f"in {self.timeout:g} s",
+                )
+            for mtype, _f, mseq, msg in split_messages(buf):
+                if mtype != NLMSG_ERROR or mseq not in pending:
+                    continue
+                pending.discard(mseq)
+                error, extack = decode_ack(msg)
+                if error and (first_error is None or seqs.index(mseq) < first_error[0]):
+                    first_error = (seqs.index(mseq), error, kernel_error(cmd, error, extack))
+        if first_error is not None:
+            raise first_error[2]
+
     def _one(self, cmd: int, attrs: dict[int, Any]) -> IscsiIfMsg:
         replies = self.request(cmd, attrs)
         if not replies:
@@ -523,6 +556,16 @@ class IscsiNetlink(_GenlSocket):
         self.request(
             Cmd.SET_PARAM,
             {Attr.SID: sid, Attr.CID: cid, Attr.PARAM: int(param), Attr.VALUE: str(value)},
+        )
+
+    def set_params(self, sid: int, params: list[tuple[int, str, int | None]]) -> None:
+        """SET_PARAM for each (param, value, cid or None for the session), in one batch."""
+        self.request_batch(
+            Cmd.SET_PARAM,
+            [
+                {Attr.SID: sid, Attr.CID: cid, Attr.PARAM: int(param), Attr.VALUE: str(value)}
+                for param, value, cid in params
+            ],
         )
 
     def get_param(self, sid: int, param: int, cid: int | None = None) -> str:

@@ -756,6 +756,14 @@ def login_settings(
     )
 
 
+def nr_sessions(rec: NodeRecord) -> int:
+    """How many sessions a login of the node makes (node.session.nr_sessions, at least 1)."""
+    try:
+        return max(1, int(rec.get("node.session.nr_sessions")))
+    except (IscsiError, ValueError):
+        return 1
+
+
 def discovery_login_settings(
     rec: DiscoveryRecord, initiator_name: str, initiator_alias: str = ""
 ) -> LoginSettings:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -210,10 +211,14 @@ class KernelSteps:
         with IscsiNetlink() as nl:
             if ks.is_closing(sid):
                 raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is being logged out")
-            for param, value, is_conn in ks.session_params(node, result, initiator):
-                if value == "" or param not in wanted:
-                    continue
-                nl.set_param(sid, param, value, cid if is_conn else None)
+            nl.set_params(
+                sid,
+                [
+                    (param, value, cid if is_conn else None)
+                    for param, value, is_conn in ks.session_params(node, result, initiator)
+                    if value != "" and param in wanted
+                ],
+            )
             result.sock.setblocking(True)
             nl.bind_conn(
                 sid, cid, result.sock.fileno(), result.exp_statsn, result.cmdsn, result.max_cmdsn
@@ -254,11 +259,18 @@ class RecoveryManager:
         self._active: dict[int, threading.Thread] = {}
         self._stop = threading.Event()
         self.recovered: dict[int, int] = {}  # sid -> attempts of its last successful recovery
+        self._not_before: dict[int, float] = {}  # sid -> monotonic time of the first reconnect
         self.on_done: Callable[[int, bool], None] | None = None
 
     def active(self, sid: int) -> bool:
         with self._lock:
             return sid in self._active
+
+    def hold_off(self, sid: int, seconds: float) -> None:
+        """The next recovery of `sid` reconnects no sooner than `seconds` from now (the
+        target's DefaultTime2Wait when it says it drops the connection)."""
+        with self._lock:
+            self._not_before[sid] = time.monotonic() + max(0.0, seconds)
 
     def conn_failed(self, sid: int, cid: int, reason: str) -> bool:
         """Start recovering `sid` unless a recovery of it runs already; True if one started."""
@@ -310,6 +322,13 @@ class RecoveryManager:
                 log.info("session %d is gone: no recovery", sid)
                 return False
             log.warning("connection%d:%d: STOP_CONN(RECOVER): %s", sid, cid, exc.message)
+        with self._lock:
+            not_before = self._not_before.pop(sid, 0.0)
+        wait = not_before - time.monotonic()
+        if wait > 0:
+            log.info("connection%d:%d: waiting %.1f s (Time2Wait) to reconnect", sid, cid, wait)
+            if self._stop.wait(wait):
+                return False
         attempts = 0
         for delay in self.backoff.delays():
             if self._stop.wait(delay):

@@ -217,3 +217,20 @@ def test_import_is_light_and_pyroute2_stays_whole() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "ok\n", "")
+
+
+def test_a_batch_consumes_every_ack_and_raises_the_first_error() -> None:
+    # three requests in one datagram, each answered with an error ack by nlctrl
+    with nl.IscsiNetlink(timeout=5, family="nlctrl") as sock:
+        with pytest.raises(IscsiError) as exc:
+            sock.request_batch(99, [{Attr.SID: 1}, {Attr.SID: 2}, {}])
+        assert exc.value.code == Err.OP_NOT_SUPP
+        assert exc.value.message.startswith("kernel iscsi_if command 99 failed: ")
+        sock.request_batch(99, [])  # nothing to send, nothing to wait for
+        # no ack of the batch is left behind to be taken for the next answer
+        sock.sock.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            sock.sock.recv(4096)
+        sock.sock.setblocking(True)
+        with pytest.raises(IscsiError, match="Operation not supported"):
+            sock.request(98, {})
