@@ -674,16 +674,14 @@ class SessionInfo:
 def _read_attrs(path: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     try:
-        entries = list(path.iterdir())
+        with os.scandir(path) as it:
+            entries = [e for e in it if e.name != "uevent" and e.is_file(follow_symlinks=False)]
     except OSError:
         return out
     for entry in entries:
-        if entry.name == "uevent" or not entry.is_file():
-            continue
-        try:
-            out[entry.name] = entry.read_text(errors="replace").strip()
-        except OSError:
-            continue  # write-only or unreadable attribute
+        text = _cat_or_none(entry.path)
+        if text is not None:  # None: a write-only or unreadable attribute
+            out[entry.name] = text
     return out
 
 
@@ -825,18 +823,24 @@ class SessionIdentity:
     isid: str
 
 
-def _cat(path: str) -> str:
-    """A sysfs attribute's text ("" if unreadable); plain os calls, no pathlib, no codecs."""
+def _cat_or_none(path: str) -> str | None:
+    """A sysfs attribute's text, None if unreadable; plain os calls (no file object)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
-        return ""
+        return None
     try:
-        return os.read(fd, 4096).decode(errors="replace").strip()
+        return os.read(fd, 65536).decode(errors="replace").strip()
     except OSError:
-        return ""
+        return None
     finally:
         os.close(fd)
+
+
+def _cat(path: str) -> str:
+    """A sysfs attribute's text ("" if unreadable)."""
+    text = _cat_or_none(path)
+    return "" if text is None else text
 
 
 def session_identities() -> list[SessionIdentity]:
