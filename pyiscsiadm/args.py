@@ -215,6 +215,7 @@ class Options:
     pending_value: str | None = None
     record_id: str | None = None  # seed -r ID in node/discovery mode
     sid: int | None = None  # -r in session mode
+    cid: int | None = None  # the seed's -r SID:CID: one connection of the session
     sid_text: str | None = None
     info_level: int = -1
     login: bool = False
@@ -306,7 +307,7 @@ def _apply(
     elif ch == "r":
         if o.mode == "session":
             o.sid_text = arg
-            o.sid = _parse_sid(arg)
+            o.sid, o.cid = _parse_sid(arg)
         else:
             o.record_id = parse_record_id(arg)
     elif ch == "R":
@@ -388,11 +389,13 @@ def _atoi(text: str) -> int:
     return sign * n
 
 
-def _parse_sid(text: str) -> int:
-    """-r in session mode: a number, or a sysfs path ending in sessionN."""
+def _parse_sid(text: str) -> tuple[int, int | None]:
+    """-r in session mode: a number, a sysfs path ending in sessionN, or the seed's SID:CID
+    (one connection of the session); (sid, cid or None)."""
     base = text.rstrip("/").rsplit("/", 1)[-1]
     if base.startswith("session"):
         base = base[len("session") :]
-    if not base.isdigit():
+    sid, colon, cid = base.partition(":")
+    if not sid.isdigit() or (colon and not cid.isdigit()):
         raise UsageError([f"invalid sid '{text}'"])
-    return int(base)
+    return int(sid), int(cid) if colon else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from pyiscsiadm import output, sysfs
@@ -25,6 +26,12 @@ def run(env: Env) -> int:
         except sysfs.SessionLookupError as e:
             output.error(str(e))
             raise fail(f"Could not get session info for sid {o.sid}", Err.SYSFS_LOOKUP) from None
+        if o.cid is not None and not sysfs.has_connection(o.sid, o.cid):
+            raise fail(
+                f"Could not get connection info for sid {o.sid} cid {o.cid}", Err.SYSFS_LOOKUP
+            )
+        # SID:CID: a session has one connection here, so logging out its (last) connection
+        # closes the session (RFC 7143 11.14), and showing it shows the session.
         if o.logout:
             return logout_sessions([s])
         if o.rescan:
@@ -96,6 +103,14 @@ def rescan(sessions: list[sysfs.SessionInfo]) -> int:
             f"Rescanning session [sid: {s.sid}, target: {s.target}, portal: "
             f"{s.persistent_address},{s.persistent_port}]"
         )
+        # as open-iscsi: every known LUN re-reads its capacity and inquiry data, then the host
+        # is scanned for new LUNs
+        for dev in sysfs.scsi_device_dirs(s.host_no):
+            try:
+                with open(os.path.join(dev, "rescan"), "w") as f:
+                    f.write("1")
+            except OSError:
+                continue  # a LUN going away meanwhile
         scan = sysfs.sysfs_root() / "class" / "scsi_host" / f"host{s.host_no}" / "scan"
         try:
             scan.write_text("- - -")

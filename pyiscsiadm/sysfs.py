@@ -199,6 +199,23 @@ def read_session(sid: int) -> SessionInfo:
     return s
 
 
+def scsi_device_dirs(host_no: int) -> list[str]:
+    """sysfs dirs of the SCSI devices (H:C:T:L) on host `host_no`."""
+    root = os.path.join(sysfs_root(), "bus", "scsi", "devices")
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return []
+    prefix = f"{host_no}:"
+    return sorted(
+        os.path.join(root, n) for n in names if n.startswith(prefix) and n.count(":") == 3
+    )
+
+
+def has_connection(sid: int, cid: int) -> bool:
+    return os.path.isdir(sysfs_root() / "class" / "iscsi_connection" / f"connection{sid}:{cid}")
+
+
 def session_names() -> list[str]:
     """`sessionN` entries in alphabetical order, as open-iscsi's scandir(alphasort) lists them
     (session10 before session2)."""

@@ -238,15 +238,30 @@ class Database:
             record_id = check_record_id(record_id)
         if address is not None:
             address = strip_brackets(address).lower()
+        candidates = self.nodes() if record_id is None else self._node_by_id(record_id)
         return [
             rec
-            for rec in self.nodes()
+            for rec in candidates
             if (target is None or rec.target == target)
             and (address is None or rec.address.lower() == address)
             and (port is None or rec.port == port)
             and (iface is None or rec.iface == iface)
             and (record_id is None or rec.record_id == record_id)
         ]
+
+    def _node_by_id(self, record_id: str) -> list[NodeRecord]:
+        """The node record with this key, as a list (one row read and decoded, not all: a
+        login asks for its record by id)."""
+        with self._reading() as conn:
+            if conn is None:
+                return []
+            try:
+                row = conn.execute(
+                    "SELECT key, value FROM main.Dict WHERE key = ?", (record_id.encode(),)
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(self.node_path, exc) from None
+        return [] if row is None else [self._decode_node(bytes(row[0]), bytes(row[1]))]
 
     def _put(self, schema: str, key: str, value: bytes) -> None:
         self._write_conn().execute(

@@ -451,26 +451,56 @@ class Pinger:
         return True
 
 
-def ping_schedule(recovery: Any = None) -> dict[int, tuple[int, float, float]]:
-    """sid -> (cid, noop_out_interval, noop_out_timeout) of the sessions to ping, from sysfs."""
-    out: dict[int, tuple[int, float, float]] = {}
-    for info in list_sessions():
-        if info.state != "LOGGED_IN" or not info.cids or is_closing(info.sid):
-            continue
-        if recovery is not None and recovery.active(info.sid):
-            continue
-        interval = _int(info.conn_attrs.get("recv_tmo"), 5)
-        timeout = _int(info.conn_attrs.get("ping_tmo"), 5)
-        out[info.sid] = (info.cids[0], float(max(interval, 0)), float(max(timeout, 0)))
+@dataclass(frozen=True)
+class SessionPulse:
+    """What the event thread reads of a session every second: its state and ping timers."""
+
+    sid: int
+    state: str
+    cids: list[int]
+    recv_tmo: int  # node.conn[0].timeo.noop_out_interval
+    ping_tmo: int  # node.conn[0].timeo.noop_out_timeout
+
+
+def session_pulses() -> list[SessionPulse]:
+    """Every session's state and ping timers: three sysfs reads a session, not all of them."""
+    root = f"{SYSFS}/class"
+    out = []
+    for sid in _sids():
+        cids = connection_ids(sid)
+        conn = f"{root}/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"
+        out.append(
+            SessionPulse(
+                sid,
+                _cat(f"{root}/iscsi_session/session{sid}/state"),
+                cids,
+                _int(_cat(f"{conn}/recv_tmo"), 5),
+                _int(_cat(f"{conn}/ping_tmo"), 5),
+            )
+        )
     return out
 
 
-def failed_sessions() -> list[tuple[int, int]]:
+def ping_schedule(
+    recovery: Any = None, pulses: list[SessionPulse] | None = None
+) -> dict[int, tuple[int, float, float]]:
+    """sid -> (cid, noop_out_interval, noop_out_timeout) of the sessions to ping, from sysfs."""
+    out: dict[int, tuple[int, float, float]] = {}
+    for p in session_pulses() if pulses is None else pulses:
+        if p.state != "LOGGED_IN" or not p.cids or is_closing(p.sid):
+            continue
+        if recovery is not None and recovery.active(p.sid):
+            continue
+        out[p.sid] = (p.cids[0], float(max(p.recv_tmo, 0)), float(max(p.ping_tmo, 0)))
+    return out
+
+
+def failed_sessions(pulses: list[SessionPulse] | None = None) -> list[tuple[int, int]]:
     """(sid, cid) of the sessions sysfs shows FAILED: they need a recovery."""
     return [
-        (info.sid, info.cids[0] if info.cids else 0)
-        for info in list_sessions()
-        if info.state == "FAILED" and not is_closing(info.sid)
+        (p.sid, p.cids[0] if p.cids else 0)
+        for p in (session_pulses() if pulses is None else pulses)
+        if p.state == "FAILED" and not is_closing(p.sid)
     ]
 
 
@@ -528,7 +558,8 @@ class EventService:
         if now < self._next_tick:
             return
         self._next_tick = now + self.TICK
-        send, missed = self.pinger.due(now, ping_schedule(self.recovery))
+        pulses = session_pulses()
+        send, missed = self.pinger.due(now, ping_schedule(self.recovery, pulses))
         for sid, cid, itt in send:
             try:
                 nl.send_pdu(sid, cid, nop_out_ping(itt))
@@ -543,7 +574,7 @@ class EventService:
                 log.warning("connection%d:%d: no Logout Response in time", sid, cid)
                 self.conn_failed(sid, cid, "target requested logout")
         if self.recovery is not None:
-            for sid, cid in failed_sessions():
+            for sid, cid in failed_sessions(pulses):
                 if not self.recovery.active(sid):
                     self.conn_failed(sid, cid, "session FAILED")
 
@@ -694,9 +725,8 @@ def _int(text: str | None, default: int = -1) -> int:
 
 def connection_ids(sid: int) -> list[int]:
     prefix = f"connection{sid}:"
-    root = SYSFS / "class" / "iscsi_connection"
     try:
-        names = [p.name for p in root.iterdir() if p.name.startswith(prefix)]
+        names = [n for n in os.listdir(f"{SYSFS}/class/iscsi_connection") if n.startswith(prefix)]
     except OSError:
         return []
     return sorted(_int(n[len(prefix) :], 0) for n in names)
@@ -843,17 +873,21 @@ def _cat(path: str) -> str:
     return "" if text is None else text
 
 
+def _sids() -> list[int]:
+    """The SIDs sysfs has, in order."""
+    try:
+        names = os.listdir(f"{SYSFS}/class/iscsi_session")
+    except OSError:
+        return []
+    return sorted(int(n[7:]) for n in names if n.startswith("session") and n[7:].isdigit())
+
+
 def session_identities() -> list[SessionIdentity]:
     """Every session's target, persistent portal, iface and ISID, by SID: five reads a session
     instead of list_sessions()'s every attribute (a login asks this under its node lock)."""
     root = f"{SYSFS}/class"
-    try:
-        names = os.listdir(f"{root}/iscsi_session")
-    except OSError:
-        return []
-    sids = sorted(int(n[7:]) for n in names if n.startswith("session") and n[7:].isdigit())
     out = []
-    for sid in sids:
+    for sid in _sids():
         sess = f"{root}/iscsi_session/session{sid}"
         cids = connection_ids(sid)
         conn = f"{root}/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"

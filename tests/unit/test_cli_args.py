@@ -166,6 +166,16 @@ def test_session_listing_from_fake_sysfs(tmp_path, monkeypatch, capsys):
         "iscsiadm: could not read session targetname: 5\n"
         "iscsiadm: Could not get session info for sid 4\n"
     )
+    # the seed's SID:CID: the connection must exist; then it is the session's
+    assert main(["-m", "session", "-r", "3:1", "-P", "0"]) == 22
+    assert capsys.readouterr().err == "iscsiadm: Could not get connection info for sid 3 cid 1\n"
+    assert main(["-m", "session", "-r", "3"]) == 21  # no node record behind it
+    plain = capsys.readouterr()
+    assert main(["-m", "session", "-r", "3:0"]) == 21
+    assert capsys.readouterr() == plain
+    for bad in ("3:", "3:x", ":0", "3:0:1"):
+        assert main(["-m", "session", "-r", bad]) == 7
+        assert capsys.readouterr().err == f"iscsiadm: invalid sid '{bad}'\n"
 
 
 def test_no_sessions(tmp_path, monkeypatch, capsys):

@@ -215,6 +215,22 @@ def test_list_sessions_from_sysfs(sysfs: Path) -> None:
     assert ks.session_info(3) is None
 
 
+def test_identities_and_pulses_read_only_what_they_need(sysfs: Path) -> None:
+    assert ks.session_identities() == [
+        ks.SessionIdentity(2, IQN, "127.0.0.1", 3260, "default", "00023d000001")
+    ]
+    cdir = sysfs / "sys" / "class" / "iscsi_connection" / "connection2:0"
+    _write(cdir / "recv_tmo", "7")
+    _write(cdir / "ping_tmo", "3")
+    (pulse,) = ks.session_pulses()
+    assert pulse == ks.SessionPulse(2, "LOGGED_IN", [0], 7, 3)
+    assert ks.ping_schedule() == {2: (0, 7.0, 3.0)}
+    assert ks.failed_sessions() == []
+    _write(sysfs / "sys" / "class" / "iscsi_session" / "session2" / "state", "FAILED")
+    assert ks.ping_schedule() == {}
+    assert ks.failed_sessions() == [(2, 0)]
+
+
 def test_wait_for_disks(sysfs: Path) -> None:
     assert ks.wait_for_disks(4, 0.1) == ["4:0:0:0"]  # /dev/sdb not there yet
     (sysfs / "dev" / "sdb").touch()
