@@ -388,6 +388,11 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         elif message != "0":
             sys.stderr.write(message)
 
+    k = kernel()
+    refusal = privilege_refusal(opts, k is not None)
+    if refusal:
+        report(f"{PROG}: {refusal}\n")
+        return int(Err.INVAL)
     try:
         daemon = Iscsid(opts)
         server = IpcServer(daemon.handle)
@@ -397,12 +402,6 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
     except OSError as e:
         report(f"{PROG}: cannot start: {e}\n")
         return int(Err.GENERIC)
-    k = kernel()
-    refusal = privilege_refusal(opts, k is not None)
-    if refusal:
-        server.close()
-        report(f"{PROG}: {refusal}\n")
-        return int(Err.INVAL)
     try:
         if opts.pidfile:
             _write_pidfile(opts.pidfile)

@@ -21,13 +21,14 @@ Handler = Callable[[PduConnection, int], None]
 
 
 class HostileTarget:
-    """Listens on 127.0.0.1:<free port>; runs `handler(conn, index)` for every connection."""
+    """Listens on 127.0.0.1:PORT (default: a free one); runs `handler(conn, index)` for every
+    connection."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, port: int = 0) -> None:
         self.handler = handler
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", 0))
+        self.listener.bind(("127.0.0.1", port))
         self.listener.listen(8)
         self.address = "127.0.0.1"
         self.port: int = self.listener.getsockname()[1]
