@@ -20,6 +20,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,6 +167,38 @@ def attr_name(attr: int) -> str:
     return f"ISCSI_IF_ATTR_{Attr(attr).name}"
 
 
+# How a request's attribute value becomes its payload, by the nla_map type of IscsiIfMsg. Requests
+# carry only these flat types; pyroute2's generic encoder, which walks the whole class machinery
+# for every attribute, was most of iscsid's CPU time per login (30 SET_PARAMs a session, profiled
+# under software emulation). Replies and events are still decoded by IscsiIfMsg itself.
+_PACKERS: dict[str, Any] = {
+    "uint32": struct.Struct("=I").pack,
+    "int32": struct.Struct("=i").pack,
+    "uint64": struct.Struct("=Q").pack,
+    "asciiz": lambda v: str(v).encode() + b"\0",
+    "cdata": bytes,
+}
+_ATTR_TYPE: dict[int, str] = {code: kind for code, _name, kind in IscsiIfMsg.nla_map}
+_NLA_HDR = struct.Struct("=HH")
+_GENL_HDR = struct.Struct("=BBH")
+
+
+def encode_attrs(attrs: dict[int, Any]) -> bytes:
+    """The netlink attributes of a request (Attr -> value; None values left out), 4-aligned."""
+    out = []
+    for code, value in attrs.items():
+        if value is None:
+            continue
+        kind = _ATTR_TYPE.get(int(code))
+        pack = _PACKERS.get(kind or "")
+        if pack is None:
+            raise IscsiError(Err.INVAL, f"attribute {attr_name(code)} ({kind}) is not a request's")
+        payload = pack(value)
+        out.append(_NLA_HDR.pack(4 + len(payload), int(code)) + payload)
+        out.append(bytes(-len(payload) % 4))
+    return b"".join(out)
+
+
 def build_msg(
     family_id: int,
     cmd: int,
@@ -174,17 +207,9 @@ def build_msg(
     seq: int = 0,
     flags: int = NLM_F_REQUEST | NLM_F_ACK,
 ) -> bytes:
-    """One request: the genl header plus `attrs` (Attr -> value; None values left out)."""
-    msg = IscsiIfMsg()
-    msg["cmd"] = int(cmd)
-    msg["version"] = uapi.GENL_VERSION
-    msg["attrs"] = [[attr_name(k), v] for k, v in attrs.items() if v is not None]
-    msg["header"]["type"] = family_id
-    msg["header"]["flags"] = flags
-    msg["header"]["sequence_number"] = seq
-    msg["header"]["pid"] = 0
-    msg.encode()
-    return bytes(msg.data)
+    """One request: the netlink and genl headers plus `attrs` (Attr -> value; None left out)."""
+    body = _GENL_HDR.pack(int(cmd), uapi.GENL_VERSION, 0) + encode_attrs(attrs)
+    return NLMSG_HDR.pack(NLMSG_HDR.size + len(body), family_id, flags, seq, 0) + body
 
 
 def split_messages(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
@@ -351,6 +376,25 @@ class KernelSession:
     state: SessionState | int  # type: ignore[valid-type]
 
 
+# name -> (identity of the module's load, family id, groups). The id of a family is fixed while
+# its module stays loaded; a reload makes a new /sys/module/<name> directory, a new inode.
+_family_cache: dict[str, tuple[object, int, dict[str, int]]] = {}
+_family_lock = threading.Lock()
+_BUILTIN_FAMILIES = frozenset({"nlctrl"})
+
+
+def _family_key(name: str) -> object | None:
+    """What says the family is still the one resolved: the inode of its module's sysfs
+    directory (iscsi_if), a constant for built-in families, None (do not cache) otherwise."""
+    if name in _BUILTIN_FAMILIES:
+        return "builtin"
+    try:
+        st = os.stat(f"/sys/module/{name}")
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 class _GenlSocket:
     """A generic netlink socket with the iscsi_if family id resolved."""
 
@@ -365,7 +409,7 @@ class _GenlSocket:
                     self.sock.setsockopt(SOL_NETLINK, opt, 1)
                 except OSError:
                     pass
-            self.family_id, self.groups = self._resolve(family)
+            self.family_id, self.groups = self._resolve_cached(family)
         except BaseException:
             self.sock.close()
             raise
@@ -379,6 +423,20 @@ class _GenlSocket:
     def _next_seq(self) -> int:
         self._seq = (self._seq + 1) & 0xFFFFFFFF or 1
         return self._seq
+
+    def _resolve_cached(self, name: str) -> tuple[int, dict[str, int]]:
+        """The family's id and groups, asked of the controller once per load of its module:
+        iscsid opens a socket per operation, and every GETFAMILY answer is a pyroute2 decode."""
+        key = _family_key(name)
+        with _family_lock:
+            hit = _family_cache.get(name)
+        if hit is not None and key is not None and hit[0] == key:
+            return hit[1], dict(hit[2])
+        family_id, groups = self._resolve(name)
+        if key is not None:
+            with _family_lock:
+                _family_cache[name] = (key, family_id, dict(groups))
+        return family_id, groups
 
     def _resolve(self, name: str) -> tuple[int, dict[str, int]]:
         req = ctrlmsg()

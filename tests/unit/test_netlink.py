@@ -234,3 +234,46 @@ def test_a_batch_consumes_every_ack_and_raises_the_first_error() -> None:
         sock.sock.setblocking(True)
         with pytest.raises(IscsiError, match="Operation not supported"):
             sock.request(98, {})
+
+
+def _pyroute2_encoded(cmd: int, attrs: dict[int, object], seq: int) -> bytes:
+    msg = nl.IscsiIfMsg()
+    msg["cmd"] = int(cmd)
+    msg["version"] = 1
+    msg["attrs"] = [[nl.attr_name(k), v] for k, v in attrs.items() if v is not None]
+    msg["header"]["type"] = FID
+    msg["header"]["flags"] = REQ_ACK
+    msg["header"]["sequence_number"] = seq
+    msg["header"]["pid"] = 0
+    msg.encode()
+    return bytes(msg.data)
+
+
+@pytest.mark.parametrize(
+    ("cmd", "attrs"),
+    [
+        (Cmd.CREATE_SESSION, {Attr.TRANSPORT: "tcp", Attr.CMDS_MAX: 128, Attr.QUEUE_DEPTH: 32}),
+        (Cmd.SET_PARAM, {Attr.SID: 3, Attr.CID: None, Attr.PARAM: 7, Attr.VALUE: "iqn.x:yz"}),
+        (Cmd.SET_PARAM, {Attr.SID: 3, Attr.CID: 0, Attr.PARAM: 1, Attr.VALUE: ""}),
+        (
+            Cmd.BIND_CONN,
+            {
+                Attr.SID: 1,
+                Attr.CID: 0,
+                Attr.SOCK_FD: -1,
+                Attr.EXP_STATSN: 2**32 - 1,
+                Attr.CMDSN: 0,
+                Attr.MAX_CMDSN: 5,
+            },
+        ),
+        (Cmd.SEND_PDU, {Attr.SID: 1, Attr.CID: 0, Attr.PDU: bytes(range(49))}),
+        (Cmd.SCAN, {Attr.SID: 1, Attr.CHANNEL: 0, Attr.ID: 0, Attr.LUN: 2**40 + 3}),
+    ],
+)
+def test_request_encoding_is_pyroute2s(cmd: int, attrs: dict[int, object]) -> None:
+    assert nl.build_msg(FID, cmd, attrs, seq=9) == _pyroute2_encoded(cmd, attrs, 9)
+
+
+def test_reply_only_attributes_are_refused_in_requests() -> None:
+    with pytest.raises(IscsiError, match="STATS"):
+        nl.build_msg(FID, Cmd.GET_STATS, {Attr.STATS: {}})
