@@ -464,15 +464,13 @@ class SessionPulse:
 
 def session_pulses() -> list[SessionPulse]:
     """Every session's state and ping timers: three sysfs reads a session, not all of them."""
-    root = f"{SYSFS}/class"
     out = []
     for sid in _sids():
-        cids = connection_ids(sid)
-        conn = f"{root}/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"
+        sess, cids, conn = _session_dirs(sid)
         out.append(
             SessionPulse(
                 sid,
-                _cat(f"{root}/iscsi_session/session{sid}/state"),
+                _cat(f"{sess}/state"),
                 cids,
                 _int(_cat(f"{conn}/recv_tmo"), 5),
                 _int(_cat(f"{conn}/ping_tmo"), 5),
@@ -873,6 +871,13 @@ def _cat(path: str) -> str:
     return "" if text is None else text
 
 
+def _session_dirs(sid: int) -> tuple[str, list[int], str]:
+    """The sysfs dir of session `sid`, its CIDs, and the dir of its first connection."""
+    cids = connection_ids(sid)
+    conn = f"{SYSFS}/class/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"
+    return f"{SYSFS}/class/iscsi_session/session{sid}", cids, conn
+
+
 def _sids() -> list[int]:
     """The SIDs sysfs has, in order."""
     try:
@@ -885,12 +890,9 @@ def _sids() -> list[int]:
 def session_identities() -> list[SessionIdentity]:
     """Every session's target, persistent portal, iface and ISID, by SID: five reads a session
     instead of list_sessions()'s every attribute (a login asks this under its node lock)."""
-    root = f"{SYSFS}/class"
     out = []
     for sid in _sids():
-        sess = f"{root}/iscsi_session/session{sid}"
-        cids = connection_ids(sid)
-        conn = f"{root}/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"
+        sess, _cids, conn = _session_dirs(sid)
         out.append(
             SessionIdentity(
                 sid,

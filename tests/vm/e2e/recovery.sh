@@ -27,17 +27,7 @@ STATE=/run/pyiscsi
 KO=${1:-kernel}
 TPG=/sys/kernel/config/target/iscsi/$IQN/tpgt_1
 : >"$RES"
-
-result() { echo "$1=$2" >>"$RES"; vm_log "$1=$2"; }
-fail() {
-	echo "FAIL: $*"
-	echo "fail=$*" >>"$RES"
-	[ -s $STATE/iscsid.log ] && { echo "----- iscsid log (last 40 lines)"; tail -n 40 $STATE/iscsid.log; }
-	cp $STATE/iscsid.log "$VM_OUT/" 2>/dev/null
-	exit 1
-}
-step() { vm_log "== $*"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
+. tests/vm/e2e/common.sh
 
 disk_of() { # IQN: /dev/sdX of the session's first disk (waits up to 20 s)
 	local i s host d
@@ -70,23 +60,6 @@ wait_state() { # SID STATE SECONDS
 	return 1
 }
 
-start_iscsid() {
-	mkdir -p $STATE/db
-	echo "InitiatorName=$INITIATOR" >$STATE/initiatorname.iscsi
-	: >$STATE/iscsid.conf
-	export ISCSI_DB_DIR=$STATE/db ISCSID_SOCKET=$STATE/iscsid.sock ISCSID_CONFIG=$STATE/iscsid.conf
-	export ISCSI_INITIATORNAME_FILE=$STATE/initiatorname.iscsi
-	rm -f "$ISCSID_SOCKET"
-	"$VENV/bin/iscsid" -f -d 1 >>$STATE/iscsid.log 2>&1 &
-	ISCSID_PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		[ -S "$ISCSID_SOCKET" ] && return 0
-		kill -0 $ISCSID_PID 2>/dev/null || fail "iscsid exited at start"
-		sleep 0.1
-	done
-	fail "iscsid did not open $ISCSID_SOCKET"
-}
 
 login() {
 	$ADM -m node -T $IQN -p 127.0.0.1:3260 --login >/tmp/login.out 2>&1 \
@@ -103,6 +76,7 @@ modprobe -a scsi_mod sd_mod libcrc32c crc32c 2>/dev/null
 insmod $KO/iscsi_if.ko || fail "insmod iscsi_if.ko"
 insmod $KO/iscsi_tcp.ko || fail "insmod iscsi_tcp.ko"
 lio_ramdisk $IQN 64
+iscsid_state $INITIATOR
 start_iscsid
 out=$($ADM -m discovery -t st -p 127.0.0.1:3260) || fail "discovery (exit $?)"
 [ "$out" = "127.0.0.1:3260,1 $IQN" ] || fail "discovery output: $out"

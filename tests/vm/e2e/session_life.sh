@@ -30,19 +30,9 @@ STATE=/run/pyiscsi
 PORTAL=127.0.0.1:3260
 KO=${1:-kernel}
 : >"$RES"
-export ISCSI_DB_DIR=$STATE/db ISCSID_SOCKET=$STATE/iscsid.sock ISCSID_CONFIG=$STATE/iscsid.conf
-export ISCSI_INITIATORNAME_FILE=$STATE/initiatorname.iscsi ISCSID_PIDFILE=$STATE/iscsid.pid
+export ISCSID_PIDFILE=$STATE/iscsid.pid
+. tests/vm/e2e/common.sh
 
-result() { echo "$1=$2" >>"$RES"; vm_log "$1=$2"; }
-fail() {
-	echo "FAIL: $*"
-	echo "fail=$*" >>"$RES"
-	[ -s $STATE/iscsid.log ] && { echo "----- iscsid log (last 40 lines)"; tail -n 40 $STATE/iscsid.log; }
-	cp $STATE/iscsid.log "$VM_OUT/" 2>/dev/null
-	exit 1
-}
-step() { vm_log "== $*"; }
-now_ms() { echo $(($(date +%s%N) / 1000000)); }
 adm() { timeout -k 5 120 "$ADM" "$@"; }
 
 sids_of() { # IQN: the SIDs of its sessions, one a line; fails if there is none
@@ -77,13 +67,6 @@ wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
 state_is() { [ "$(state_of $1)" = "$2" ]; }
 no_sessions() { [ "$(count_sessions)" = 0 ] && [ "$(count_disks)" = 0 ]; }
 
-start_iscsid() {
-	rm -f "$ISCSID_SOCKET"
-	"$VENV/bin/iscsid" -f -d 1 >>$STATE/iscsid.log 2>&1 &
-	ISCSID_PID=$!
-	wait_for 30 test -S "$ISCSID_SOCKET" || fail "iscsid did not open $ISCSID_SOCKET"
-	kill -0 $ISCSID_PID 2>/dev/null || fail "iscsid exited at start"
-}
 verify_disk() { # DISK SEED: 4 MiB of random data at a 1 MiB offset, written and read back
 	head -c $((4 << 20)) /dev/urandom >/tmp/w-$2.bin
 	dd if=/tmp/w-$2.bin of="$1" bs=1M seek=1 oflag=direct status=none || return 1
@@ -99,9 +82,7 @@ modprobe -a scsi_mod sd_mod libcrc32c crc32c 2>/dev/null
 insmod $KO/iscsi_if.ko || fail "insmod iscsi_if.ko"
 insmod $KO/iscsi_tcp.ko || fail "insmod iscsi_tcp.ko"
 for i in 1 2 3 4; do lio_ramdisk $BASE-$i 16 portal=$PORTAL; done
-mkdir -p $STATE/db
-echo "InitiatorName=$INITIATOR" >$STATE/initiatorname.iscsi
-: >$STATE/iscsid.conf
+iscsid_state $INITIATOR
 start_iscsid
 [ "$(cat $ISCSID_PIDFILE 2>/dev/null)" = "$ISCSID_PID" ] || fail "pid file $ISCSID_PIDFILE does not hold $ISCSID_PID"
 result pidfile ok
