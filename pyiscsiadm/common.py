@@ -220,10 +220,24 @@ def logout_sessions(sessions: Iterable[SessionInfo]) -> int:
     """Log out of each session through iscsid (open-iscsi's messages); first error code."""
     sessions = list(sessions)
     rc = 0
+    results: dict[int, tuple[int, dict[str, Any]]] = {}
+
+    def run(i: int, sid: int) -> None:
+        results[i] = iscsid_request("logout", LOGIN_TIMEOUT, sid=sid)
+
     for s in sessions:
         output.info(output.logging_out(s.sid, s.target, s.persistent_address, s.persistent_port))
-    for s in sessions:
-        code, _ = iscsid_request("logout", LOGIN_TIMEOUT, sid=s.sid)
+    sys.stdout.flush()
+    # concurrently, as the logins: iscsid serves each request on its own thread
+    threads = [
+        threading.Thread(target=run, args=(i, s.sid), daemon=True) for i, s in enumerate(sessions)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, s in enumerate(sessions):
+        code, _ = results[i]
         where = (s.sid, s.target, s.persistent_address, s.persistent_port)
         if code == 0:
             output.info(output.logout_ok(*where))

@@ -34,12 +34,13 @@ class Tgtd:
         self.control = Tgtd._next_control
         self.dir = Path(tempfile.mkdtemp(prefix="tgtd-"))
         self._tid = 0
-        log = open(self.dir / "tgtd.log", "wb")  # kept open for the process
+        log = open(self.dir / "tgtd.log", "wb")
         self.proc = subprocess.Popen(
             ["tgtd", "-f", "-C", str(self.control), "--iscsi", f"portal={self.portal}"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        log.close()  # tgtd has its own descriptor now
         self._wait_listening()
 
     @property
