@@ -153,10 +153,9 @@ class IsidAllocator:
                     used.add(bytes.fromhex(s.isid))
         with self._lock:
             used |= {isid for t, isid in self._in_flight if t == target}
-            qualifier = 0
-            while self.PREFIX + qualifier.to_bytes(3, "big") in used:
-                qualifier += 1
-            isid = self.PREFIX + qualifier.to_bytes(3, "big")
+            isid = next(
+                c for q in range(1 << 24) if (c := self.PREFIX + q.to_bytes(3, "big")) not in used
+            )
             self._in_flight.add((target, isid))
         try:
             yield isid

@@ -610,7 +610,7 @@ class EventService:
                 return
             self.async_logouts[sid] = (cid, itt, time.monotonic() + action.delay)
         elif action.kind == "drop":
-            if self.recovery is not None and hasattr(self.recovery, "hold_off"):
+            if self.recovery is not None:
                 self.recovery.hold_off(sid, action.delay)
         elif action.kind == "rescan":
             threading.Thread(target=_rescan, args=(sid,), name=f"rescan-{sid}", daemon=True).start()

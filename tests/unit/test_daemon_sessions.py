@@ -53,6 +53,17 @@ def test_isid_reservations_from_threads_never_collide() -> None:
     assert sorted(got) == [bytes.fromhex("00023d") + i.to_bytes(3, "big") for i in range(8)]
 
 
+def test_startup_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiscsid.daemon import parse_args
+
+    monkeypatch.delenv("ISCSID_NO_STARTUP", raising=False)
+    assert parse_args(["-f"]).startup is True
+    monkeypatch.setenv("ISCSID_NO_STARTUP", "1")
+    assert parse_args(["-f"]).startup is False
+    monkeypatch.setenv("ISCSID_NO_STARTUP", "0")
+    assert parse_args(["-f"]).startup is True
+
+
 def test_uid_refused_with_the_kernel_interface_only() -> None:
     import os
 

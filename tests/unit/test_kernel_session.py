@@ -312,3 +312,70 @@ def test_event_service_answers_pings_only(caplog: pytest.LogCaptureFixture) -> N
     finally:
         ks._closing.discard(3)
     assert caplog.text == ""  # a logout's connection close is expected
+
+
+class _Recovery:
+    def __init__(self) -> None:
+        self.failed: list[tuple[int, int, str]] = []
+        self.held: list[tuple[int, float]] = []
+
+    def conn_failed(self, sid: int, cid: int, reason: str) -> bool:
+        self.failed.append((sid, cid, reason))
+        return True
+
+    def hold_off(self, sid: int, seconds: float) -> None:
+        self.held.append((sid, seconds))
+
+    def active(self, sid: int) -> bool:
+        return False
+
+
+def test_async_logout_request_logs_out_then_recovers() -> None:
+    from pyiscsid import pdu as P
+    from pyiscsid.netlink import RecvPduEvent
+
+    rec, recovery = _Recorder(), _Recovery()
+    svc = ks.EventService(recovery=recovery)
+    ask = P.AsyncMessage(async_event=1, parameter3=5).encode()
+    svc.handle(rec, RecvPduEvent(3, 0, ask))  # type: ignore[arg-type]
+    svc.handle(rec, RecvPduEvent(3, 0, ask))  # a repeat while the logout is out: ignored
+    ((sid, cid, sent),) = rec.sent
+    logout = P.decode_bhs(sent[:48])
+    assert (sid, cid) == (3, 0)
+    assert isinstance(logout, P.LogoutRequest) and logout.reason == 1 and logout.immediate
+    assert recovery.failed == []
+    other = P.LogoutResponse(itt=logout.itt ^ 1).encode()
+    svc.handle(rec, RecvPduEvent(3, 0, other))  # type: ignore[arg-type]
+    assert recovery.failed == []
+    svc.handle(rec, RecvPduEvent(3, 0, P.LogoutResponse(itt=logout.itt).encode()))  # type: ignore[arg-type]
+    assert recovery.failed == [(3, 0, "target requested logout")]
+    assert svc.async_logouts == {}
+
+
+def test_async_logout_without_a_response_recovers_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyiscsid import pdu as P
+    from pyiscsid.netlink import RecvPduEvent
+
+    monkeypatch.setattr(ks, "session_pulses", list)
+    rec, recovery = _Recorder(), _Recovery()
+    svc = ks.EventService(recovery=recovery)
+    svc.handle(rec, RecvPduEvent(4, 0, P.AsyncMessage(async_event=1, parameter3=2).encode()))  # type: ignore[arg-type]
+    (_cid, _itt, deadline) = svc.async_logouts[4]
+    svc.tick(rec, deadline - 0.5)
+    assert recovery.failed == []
+    svc._next_tick = 0.0
+    svc.tick(rec, deadline + 0.1)
+    assert recovery.failed == [(4, 0, "target requested logout")]
+
+
+def test_async_drop_holds_the_reconnect_off_for_time2wait() -> None:
+    from pyiscsid import pdu as P
+    from pyiscsid.netlink import RecvPduEvent
+
+    rec, recovery = _Recorder(), _Recovery()
+    svc = ks.EventService(recovery=recovery)
+    drop = P.AsyncMessage(async_event=3, parameter2=6, parameter3=20).encode()
+    svc.handle(rec, RecvPduEvent(5, 0, drop))  # type: ignore[arg-type]
+    assert recovery.held == [(5, 6.0)] and rec.sent == [] and recovery.failed == []

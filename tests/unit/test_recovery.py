@@ -244,3 +244,17 @@ def test_event_service_hands_conn_errors_and_ping_answers_on() -> None:
     assert svc.pinger.state[6].itt is None and rec.sent == []
     steps.gate.set()
     assert mgr.wait(6, 5)
+
+
+def test_hold_off_delays_the_first_reconnect_once() -> None:
+    steps = FakeSteps()
+    mgr = RecoveryManager(backoff=FAST, steps=steps)
+    mgr.hold_off(5, 0.4)
+    t0 = time.monotonic()
+    assert mgr.conn_failed(5, 0, "target drops the connection")
+    assert mgr.wait(5, 5)
+    assert time.monotonic() - t0 >= 0.4
+    t0 = time.monotonic()
+    assert mgr.conn_failed(5, 0, "CONN_FAILED")  # the hold-off was used up
+    assert mgr.wait(5, 5)
+    assert time.monotonic() - t0 < 0.3

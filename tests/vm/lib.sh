@@ -15,7 +15,7 @@
 #   tgt_down                        SIGKILL every tgtd (they ignore SIGTERM)
 #   openiscsi_up [INITIATOR_NAME]   Debian's iscsid + in-kernel iscsi_tcp, empty node database
 #   openiscsi_down                  log out everything, stop iscsid, unload the in-kernel modules
-#   pyiscsi_kmod_up                 load our kernel/iscsi_if.ko + kernel/iscsi_tcp.ko (and deps)
+#   pyiscsi_kmod_up [DIR]           load our DIR/iscsi_if.ko + DIR/iscsi_tcp.ko (DIR: kernel) and deps
 #   pyiscsi_kmod_down               unload them
 #   iscsi_disk IQN [TIMEOUT_S]      print /dev/sdX of the first disk of the session to IQN
 #   vm_log MSG                      a timestamped line on stdout
@@ -220,15 +220,16 @@ iscsi_disk() {
 }
 
 pyiscsi_kmod_up() {
+	local dir=${1:-kernel} m
 	grep -qE '^(iscsi_tcp|scsi_transport_iscsi) ' /proc/modules \
 		&& vm_die "the in-kernel iscsi modules are loaded: openiscsi_down first"
-	local m
-	for m in kernel/iscsi_if.ko kernel/iscsi_tcp.ko; do
+	for m in $dir/iscsi_if.ko $dir/iscsi_tcp.ko; do
 		[ -f "$m" ] || vm_die "$m not built (make -C /lib/modules/$(uname -r)/build M=$PWD/kernel modules)"
 	done
 	modprobe -a scsi_mod sd_mod libcrc32c || vm_die "modprobe scsi_mod sd_mod libcrc32c"
-	insmod kernel/iscsi_if.ko || vm_die "insmod kernel/iscsi_if.ko"
-	insmod kernel/iscsi_tcp.ko || vm_die "insmod kernel/iscsi_tcp.ko"
+	modprobe crc32c 2>/dev/null # digests; built in on some kernels
+	insmod $dir/iscsi_if.ko || vm_die "insmod $dir/iscsi_if.ko"
+	insmod $dir/iscsi_tcp.ko || vm_die "insmod $dir/iscsi_tcp.ko"
 }
 
 pyiscsi_kmod_down() {

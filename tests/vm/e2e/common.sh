@@ -1,11 +1,13 @@
 # Shared by the guest scripts of tests/vm/e2e that drive our iscsid (source after lib.sh).
 # Needs RES (results file) set; uses STATE (default /run/pyiscsi) and VENV (default .venv).
 #   result KEY VALUE        a key=value line in $RES (and on stdout)
-#   fail MSG                "FAIL: MSG", fail=MSG in $RES, iscsid's log tail, exit 1
+#   fail MSG                "FAIL: MSG", fail=MSG in $RES, iscsid's log tail, exit 1 (the
+#                           script's harness broke, or its one case failed)
 #   step MSG                a timestamped heading
 #   now_ms                  wall clock in milliseconds
 #   iscsid_state INITIATOR  an empty database, the initiator name, the env iscsid/iscsiadm read
 #   start_iscsid            iscsid -f -d 1 in the background (ISCSID_PID), once its socket exists
+#   teardown_pyiscsi        SIGTERM iscsid, its log into $VM_OUT, both modules unloaded
 STATE=${STATE:-/run/pyiscsi}
 VENV=${VENV:-$VM_WORK/.venv}
 
@@ -39,4 +41,12 @@ start_iscsid() {
 		sleep 0.1
 	done
 	fail "iscsid did not open $ISCSID_SOCKET"
+}
+
+teardown_pyiscsi() {
+	kill $ISCSID_PID
+	wait $ISCSID_PID 2>/dev/null
+	cp $STATE/iscsid.log "$VM_OUT/"
+	rmmod iscsi_tcp || fail "rmmod iscsi_tcp"
+	rmmod iscsi_if || fail "rmmod iscsi_if"
 }

@@ -35,15 +35,7 @@ DATA_MIB=40
 OFFSET=$((3 * 1048576 + 5 * 4096)) # 4 KiB aligned, not MiB aligned
 : >"$RES"
 
-result() { echo "$1=$2" >>"$RES"; vm_log "$1=$2"; }
-fail() {
-	echo "FAIL: $*"
-	echo "fail=$*" >>"$RES"
-	[ -s $STATE/iscsid.log ] && { echo "----- iscsid log (last 30 lines)"; tail -n 30 $STATE/iscsid.log; }
-	cp $STATE/iscsid.log "$VM_OUT/" 2>/dev/null
-	exit 1
-}
-step() { vm_log "== $*"; }
+. tests/vm/e2e/common.sh
 now_ns() { date +%s%N; }
 # mbps BYTES START_NS END_NS
 mbps() { awk -v b="$1" -v s="$2" -v e="$3" 'BEGIN { printf "%.1f", b / ((e - s) / 1e9) / 1e6 }'; }
@@ -71,23 +63,6 @@ sid_of() {
 	return 1
 }
 
-start_iscsid() {
-	mkdir -p $STATE/db
-	echo "InitiatorName=$INITIATOR" >$STATE/initiatorname.iscsi
-	: >$STATE/iscsid.conf
-	export ISCSI_DB_DIR=$STATE/db ISCSID_SOCKET=$STATE/iscsid.sock ISCSID_CONFIG=$STATE/iscsid.conf
-	export ISCSI_INITIATORNAME_FILE=$STATE/initiatorname.iscsi
-	rm -f "$ISCSID_SOCKET"
-	"$VENV/bin/iscsid" -f >>$STATE/iscsid.log 2>&1 &
-	ISCSID_PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		[ -S "$ISCSID_SOCKET" ] && return 0
-		kill -0 $ISCSID_PID 2>/dev/null || fail "iscsid exited at start"
-		sleep 0.1
-	done
-	fail "iscsid did not open $ISCSID_SOCKET"
-}
 
 # dd_bench DISK LABEL: 1 MiB direct write then read of BENCH_MIB MiB
 dd_bench() {
@@ -145,13 +120,11 @@ session_gone() { # IQN DISK
 # ---------------------------------------------------------------------------------------------
 step "setup"
 ip link set lo up
-modprobe -a scsi_mod sd_mod libcrc32c crc32c 2>/dev/null
-[ -f $KO/iscsi_if.ko ] && [ -f $KO/iscsi_tcp.ko ] || fail "$KO/*.ko missing: make -C kernel"
-insmod $KO/iscsi_if.ko || fail "insmod iscsi_if.ko"
-insmod $KO/iscsi_tcp.ko || fail "insmod iscsi_tcp.ko"
+pyiscsi_kmod_up $KO
 lio_ramdisk $IQN_LIO 128
 tgt_file $IQN_TGT 64 portal=127.0.0.1:3261
 head -c $((DATA_MIB * 1048576)) /dev/urandom >/tmp/rand.bin
+iscsid_state $INITIATOR
 start_iscsid
 
 step "discovery and login"

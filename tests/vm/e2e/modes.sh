@@ -36,16 +36,7 @@ CASES=("$@")
 : >"$RES"
 ALL_OK=1
 
-result() { echo "$1=$2" >>"$RES"; vm_log "$1=$2"; }
-step() { vm_log "== $*"; }
-# die: the harness itself is broken (not one case): stop here
-die() {
-	echo "FAIL: $*"
-	echo "fail=$*" >>"$RES"
-	[ -s $STATE/iscsid.log ] && { echo "----- iscsid log (last 30 lines)"; tail -n 30 $STATE/iscsid.log; }
-	cp $STATE/iscsid.log "$VM_OUT/" 2>/dev/null
-	exit 1
-}
+. tests/vm/e2e/common.sh
 
 sid_of() {
 	local s
@@ -55,23 +46,6 @@ sid_of() {
 	return 1
 }
 
-start_iscsid() {
-	mkdir -p $STATE/db
-	echo "InitiatorName=$INITIATOR" >$STATE/initiatorname.iscsi
-	: >$STATE/iscsid.conf
-	export ISCSI_DB_DIR=$STATE/db ISCSID_SOCKET=$STATE/iscsid.sock ISCSID_CONFIG=$STATE/iscsid.conf
-	export ISCSI_INITIATORNAME_FILE=$STATE/initiatorname.iscsi
-	rm -f "$ISCSID_SOCKET"
-	"$VENV/bin/iscsid" -f >>$STATE/iscsid.log 2>&1 &
-	ISCSID_PID=$!
-	local i
-	for ((i = 0; i < 300; i++)); do
-		[ -S "$ISCSID_SOCKET" ] && return 0
-		kill -0 $ISCSID_PID 2>/dev/null || die "iscsid exited at start"
-		sleep 0.1
-	done
-	die "iscsid did not open $ISCSID_SOCKET"
-}
 
 # lio_down IQN: remove an LIO target made by lio_ramdisk and its ramdisk
 lio_down() {
@@ -326,17 +300,17 @@ case_tgtd() {
 # ---------------------------------------------------------------------------------------------
 step "setup"
 ip link set lo up
-command -v fio >/dev/null && command -v jq >/dev/null || die "fio or jq missing in the guest"
+command -v fio >/dev/null && command -v jq >/dev/null || fail "fio or jq missing in the guest"
 pyiscsi_kmod_up
-modprobe -a crc32c libcrc32c 2>/dev/null
+iscsid_state $INITIATOR
 start_iscsid
 for c in "${CASES[@]}"; do
-	declare -F "case_$c" >/dev/null || die "no such case $c"
+	declare -F "case_$c" >/dev/null || fail "no such case $c"
 	"case_$c"
 done
 
 step "teardown"
-[ -z "$(ls /sys/class/iscsi_session 2>/dev/null)" ] || die "sessions left: $(ls /sys/class/iscsi_session)"
+[ -z "$(ls /sys/class/iscsi_session 2>/dev/null)" ] || fail "sessions left: $(ls /sys/class/iscsi_session)"
 kill $ISCSID_PID 2>/dev/null
 wait $ISCSID_PID 2>/dev/null
 pyiscsi_kmod_down

@@ -71,10 +71,7 @@ login() {
 # ---------------------------------------------------------------------------------------------
 step "setup"
 ip link set lo up
-modprobe -a scsi_mod sd_mod libcrc32c crc32c 2>/dev/null
-[ -f $KO/iscsi_if.ko ] && [ -f $KO/iscsi_tcp.ko ] || fail "$KO/*.ko missing: make -C kernel"
-insmod $KO/iscsi_if.ko || fail "insmod iscsi_if.ko"
-insmod $KO/iscsi_tcp.ko || fail "insmod iscsi_tcp.ko"
+pyiscsi_kmod_up $KO
 lio_ramdisk $IQN 64
 iscsid_state $INITIATOR
 start_iscsid
@@ -211,10 +208,6 @@ step "teardown"
 $ADM -m node -T $IQN_TGT -p 127.0.0.1:3261 --logout >/tmp/logout.out 2>&1 \
 	|| { rc=$?; cat /tmp/logout.out; fail "final logout (exit $rc)"; }
 tgt_down
-kill $ISCSID_PID
-wait $ISCSID_PID 2>/dev/null
-cp $STATE/iscsid.log "$VM_OUT/"
-rmmod iscsi_tcp || fail "rmmod iscsi_tcp"
-rmmod iscsi_if || fail "rmmod iscsi_if"
+teardown_pyiscsi
 result done ok
 echo "PASS"

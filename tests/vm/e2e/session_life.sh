@@ -77,10 +77,7 @@ verify_disk() { # DISK SEED: 4 MiB of random data at a 1 MiB offset, written and
 # ---------------------------------------------------------------------------------------------
 step "setup"
 ip link set lo up
-modprobe -a scsi_mod sd_mod libcrc32c crc32c 2>/dev/null
-[ -f $KO/iscsi_if.ko ] && [ -f $KO/iscsi_tcp.ko ] || fail "$KO/*.ko missing: make -C kernel"
-insmod $KO/iscsi_if.ko || fail "insmod iscsi_if.ko"
-insmod $KO/iscsi_tcp.ko || fail "insmod iscsi_tcp.ko"
+pyiscsi_kmod_up $KO
 for i in 1 2 3 4; do lio_ramdisk $BASE-$i 16 portal=$PORTAL; done
 iscsid_state $INITIATOR
 start_iscsid
@@ -261,10 +258,6 @@ kill -0 $ISCSID_PID || fail "the running iscsid died"
 result uid_refused ok
 
 step "teardown"
-kill $ISCSID_PID
-wait $ISCSID_PID 2>/dev/null
-cp $STATE/iscsid.log "$VM_OUT/"
-rmmod iscsi_tcp || fail "rmmod iscsi_tcp"
-rmmod iscsi_if || fail "rmmod iscsi_if"
+teardown_pyiscsi
 result done ok
 echo "PASS"
