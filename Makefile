@@ -55,6 +55,8 @@ test: setup lint
 # Side by side with the in-kernel initiator in one VM boot (bench/bench.py; not part of `make test`).
 # BENCH_QUICK=1: 1 round, 5 s per workload, 8 login targets. Writes bench/results.{json,md,png}.
 bench: setup
+	@if [ -n "$(BENCH_PERF)" ] && [ "$(BENCH_PERF)" != 0 ] && ! command -v perf >/dev/null; then \
+		apt-get install -y -qq --no-install-recommends linux-perf; fi
 	@$(VPY) -c 'import matplotlib' 2>/dev/null || $(VPY) -m pip install -q matplotlib \
 		|| echo "bench: matplotlib not installed; results.png uses the built-in plotter"
 	$(VPY) bench/bench.py

@@ -11,6 +11,9 @@ Settings (environment):
   BENCH_SIDES="inkernel ours"   which initiators (in this order in every round)
   BENCH_TARGETS="lio tgt"       LIO ramdisk and/or tgtd (file on tmpfs)
   BENCH_WORKLOADS="..."         a subset of the workloads in bench/report.py (default all)
+  BENCH_PERF=1           profile each fio run with `perf record -a -g` in the guest: the report
+                         (kernel symbols, both initiators) lands in raw/<run>.perf.txt; the
+                         sampling costs CPU, so compare ratios only between runs that both used it
 Exit status: 0 when every requested side ran every measurement, 1 otherwise (the reason is
 printed and written into results.md), 2 for bad settings or when no VM can run here.
 """
@@ -50,6 +53,7 @@ class Settings:
     sides: tuple[str, ...]
     targets: tuple[str, ...]
     workloads: tuple[str, ...]
+    perf: bool = False
 
     def guest_args(self) -> list[str]:
         return [
@@ -59,6 +63,7 @@ class Settings:
             f"BENCH_SIDES={' '.join(self.sides)}",
             f"BENCH_TARGETS={' '.join(self.targets)}",
             f"BENCH_WORKLOADS={' '.join(self.workloads)}",
+            f"BENCH_PERF={int(self.perf)}",
         ]
 
     def vm_timeout(self) -> int:
@@ -105,6 +110,7 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         sides=_words(env, "BENCH_SIDES", SIDES, SIDES),
         targets=_words(env, "BENCH_TARGETS", TARGETS, TARGETS),
         workloads=_words(env, "BENCH_WORKLOADS", WORKLOADS, WORKLOADS),
+        perf=env.get("BENCH_PERF", "") not in ("", "0"),
     )
 
 
@@ -217,7 +223,8 @@ def main() -> int:
         f"Run {time.strftime('%Y-%m-%d %H:%M')}: {'BENCH_QUICK=1, ' if st.quick else ''}"
         f"{st.rounds} round(s) alternating [{' '.join(st.sides)}], fio {st.runtime} s per workload "
         f"(direct I/O, libaio), targets [{' '.join(st.targets)}] on 127.0.0.1 in the same guest, "
-        f"login scaling with {st.login_targets} LIO targets.",
+        f"login scaling with {st.login_targets} LIO targets."
+        + (" Profiled with perf record -a -g (costs CPU on both sides)." if st.perf else ""),
         "",
         "Guest: " + "; ".join(ln for ln in env.splitlines() if not ln.startswith("settings")),
         "QEMU TCG (software emulation): compare the two sides within one run only. "

@@ -9,7 +9,8 @@
 #   $VM_OUT/raw/r<R>-<side>-<target>-session.txt       the negotiated session (iscsiadm -P 3)
 #   $VM_OUT/status.txt    "side_failed SIDE REASON" lines, "done" at the end
 # Settings (arguments BENCH_X=VALUE): BENCH_ROUNDS BENCH_RUNTIME BENCH_LOGIN_TARGETS BENCH_SIDES BENCH_TARGETS
-# BENCH_WORKLOADS (names from the table below; default all) BENCH_DISK_MB.
+# BENCH_WORKLOADS (names from the table below; default all) BENCH_DISK_MB BENCH_PERF (1: each fio run
+# under `perf record -a -g`, its report in $VM_OUT/raw/<tag>.perf.txt).
 # run-vm starts the guest with an empty environment: the settings come as BENCH_X=V arguments.
 set -uo pipefail
 for arg in "$@"; do
@@ -27,6 +28,7 @@ NLOGIN=${BENCH_LOGIN_TARGETS:-32}
 SIDES=${BENCH_SIDES:-inkernel ours}
 TARGETS=${BENCH_TARGETS:-lio tgt}
 DISK_MB=${BENCH_DISK_MB:-256}
+PERF=${BENCH_PERF:-0}
 VERIFY_MIB=16
 VERIFY_OFFSET=$((5 * 1048576 + 3 * 4096)) # 4 KiB aligned, not MiB aligned
 # name: fio arguments
@@ -189,15 +191,28 @@ side_down() {
 # ---- measurements ---------------------------------------------------------------------------
 # run_fio TAG DISK WORKLOAD: fio JSON + /proc/stat around it
 run_fio() {
-	local tag=$1 disk=$2 wl=$3
+	local tag=$1 disk=$2 wl=$3 perf=()
+	# cpu-clock: TCG has no PMU. Samples of the whole guest (initiator, target, fio), call graphs.
+	[ "$PERF" = 1 ] && perf=(perf record -q -a -g -e cpu-clock -F 999 -o "/tmp/$tag.perf.data" --)
 	grep '^cpu ' /proc/stat >"$RAW/$tag.stat"
 	# shellcheck disable=SC2086
-	timeout -k 10 $((RUNTIME + 120)) fio --name="$wl" --filename="$disk" --direct=1 --ioengine=libaio ${WL[$wl]} \
+	timeout -k 10 $((RUNTIME + 120)) "${perf[@]}" fio --name="$wl" --filename="$disk" --direct=1 --ioengine=libaio ${WL[$wl]} \
 		--runtime="$RUNTIME" --time_based --size=$((DISK_MB - 8))M --randrepeat=0 \
 		--norandommap --group_reporting --output-format=json --output="$RAW/$tag.json" \
 		>"$RAW/$tag.fio.log" 2>&1
 	local rc=$?
 	grep '^cpu ' /proc/stat >>"$RAW/$tag.stat"
+	if [ "$PERF" = 1 ]; then
+		{
+			echo "# flat: self time by symbol"
+			perf report -i "/tmp/$tag.perf.data" --stdio --no-children -g none \
+				--sort dso,sym --percent-limit 0.3 2>/dev/null | grep -v '^$'
+			echo "# by command"
+			perf report -i "/tmp/$tag.perf.data" --stdio --no-children -g none \
+				--sort comm --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$'
+		} >"$RAW/$tag.perf.txt"
+		rm -f "/tmp/$tag.perf.data"
+	fi
 	return $rc
 }
 
@@ -278,6 +293,10 @@ run_side() { # SIDE ROUND
 }
 
 # ---- setup ----------------------------------------------------------------------------------
+if [ "$PERF" = 1 ]; then
+	command -v perf >/dev/null || { echo "BENCH_PERF=1: no perf in the guest (linux-perf)"; exit 1; }
+	sysctl -qw kernel.perf_event_paranoid=-1 kernel.kptr_restrict=0
+fi
 vm_log "bench: rounds=$ROUNDS runtime=${RUNTIME}s login_targets=$NLOGIN sides=[$SIDES] targets=[$TARGETS]"
 ip link set lo up
 modprobe -a scsi_mod sd_mod 2>/dev/null

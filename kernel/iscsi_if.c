@@ -15,9 +15,12 @@
  *   /sys/devices/platform/hostH/iscsi_host/hostH
  *   /sys/devices/platform/hostH/sessionS/targetH:0:0/...
  *
- * Locking: iscsi_if_mutex serialises every netlink command, the recovery
+ * Locking: iscsi_if_mutex serialises the netlink commands, the recovery
  * timeout and transport (un)registration, and protects the session IDR and
- * each session's connection list. session->lock (a spinlock, taken from any
+ * each session's connection list. The slow parts of CREATE_SESSION and
+ * DESTROY_SESSION (adding and removing the SCSI host and the sysfs devices)
+ * and SCAN run without it, on a session that is not (or no longer) in the
+ * IDR, or with a reference and its scan_lock. session->lock (a spinlock, taken from any
  * context) protects the session and connection states, the queue-blocked
  * flag and the parameter strings.
  */
@@ -783,13 +786,18 @@ static void conn_destroy(struct iscsi_if_conn *c)
 	put_device(&c->dev);
 }
 
-/* Under iscsi_if_mutex. Drops the IDR's reference. */
-static void session_destroy(struct iscsi_if_session *s)
+/*
+ * Under iscsi_if_mutex: commands cannot find the session any more (its
+ * number stays taken until session_teardown(), so that no new session gets
+ * the sysfs names still in use), I/O fails fast, the connections are gone.
+ */
+static void session_unpublish(struct iscsi_if_session *s)
 {
 	struct iscsi_if_conn *c, *tmp;
 	unsigned long flags;
 
-	idr_remove(&iscsi_if_sessions, s->sid);
+	lockdep_assert_held(&iscsi_if_mutex);
+	idr_replace(&iscsi_if_sessions, NULL, s->sid);
 	spin_lock_irqsave(&s->lock, flags);
 	s->removing = true;
 	WRITE_ONCE(s->state, ISCSI_IF_SESSION_FREE);
@@ -802,6 +810,16 @@ static void session_destroy(struct iscsi_if_session *s)
 	list_for_each_entry_safe(c, tmp, &s->conns, node)
 		conn_destroy(c);
 	session_unblock(s);
+}
+
+/*
+ * Without iscsi_if_mutex (removing the SCSI host waits for the block layer
+ * and udev; other sessions' commands go on meanwhile), after
+ * session_unpublish(). Drops the IDR's reference.
+ */
+static void session_teardown(struct iscsi_if_session *s)
+{
+	u32 sid = s->sid;
 
 	mutex_lock(&s->scan_lock);	/* a scan in progress ends now */
 	mutex_unlock(&s->scan_lock);
@@ -820,8 +838,11 @@ static void session_destroy(struct iscsi_if_session *s)
 		scsi_remove_host(s->shost);
 	if (s->tsess_created && s->transport->destroy_session)
 		s->transport->destroy_session(s);
-	event_simple(ISCSI_IF_EVENT_SESSION_DESTROYED, s->sid, 0, 0, 0, 0, GFP_KERNEL);
-	pr_info("session%u destroyed\n", s->sid);
+	mutex_lock(&iscsi_if_mutex);
+	idr_remove(&iscsi_if_sessions, sid);
+	mutex_unlock(&iscsi_if_mutex);
+	event_simple(ISCSI_IF_EVENT_SESSION_DESTROYED, sid, 0, 0, 0, 0, GFP_KERNEL);
+	pr_info("session%u destroyed\n", sid);
 	put_device(&s->dev);
 }
 
@@ -893,7 +914,7 @@ static int session_fill(struct sk_buff *skb, struct iscsi_if_session *s)
 	return 0;
 }
 
-/* On error the caller undoes what was done with session_destroy(). */
+/* On error the caller undoes what was done with session_teardown(). */
 static int session_setup(struct iscsi_if_session *s, u32 cmds_max, u32 qdepth)
 {
 	struct iscsi_if_transport *t = s->transport;
@@ -994,45 +1015,53 @@ static int cmd_create_session(struct sk_buff *skb, struct genl_info *info)
 	INIT_DELAYED_WORK(&s->recovery_work, recovery_work_fn);
 	device_initialize(&s->dev);
 	s->dev.release = session_release;
-	device_initialize(&s->cdev);	/* so session_destroy() can always put them */
+	device_initialize(&s->cdev);	/* so session_teardown() can always put them */
 	s->cdev.release = cdev_release;
 	device_initialize(&s->hdev);
 	s->hdev.release = cdev_release;
 
-	id = idr_alloc(&iscsi_if_sessions, s, 1, INT_MAX, GFP_KERNEL);
+	/* The number is taken now; commands find the session once it is set up. */
+	id = idr_alloc(&iscsi_if_sessions, NULL, 1, INT_MAX, GFP_KERNEL);
+	mutex_unlock(&iscsi_if_mutex);
 	if (id < 0) {
 		put_device(&s->cdev);
 		put_device(&s->hdev);
 		put_device(&s->dev);	/* frees s, puts the module */
-		err = id;
-		goto out_unlock;
+		return id;
 	}
 	s->sid = id;
 	dev_set_name(&s->dev, "session%u", s->sid);
 
+	/* Adding the SCSI host and the sysfs devices is slow: other sessions'
+	 * logins and logouts go on meanwhile.
+	 */
 	err = session_setup(s, cmds_max, qdepth);
 	if (err) {
-		session_destroy(s);
 		GENL_SET_ERR_MSG(info, "cannot create the SCSI host");
-		goto out_unlock;
+		goto out_teardown;
 	}
-
 	err = -ENOMEM;
 	msg = reply_new(info, ISCSI_IF_CMD_CREATE_SESSION, &hdr, NLMSG_GOODSIZE);
-	if (!msg) {
-		session_destroy(s);
-		goto out_unlock;
-	}
+	if (!msg)
+		goto out_teardown;
 	if (session_fill(msg, s)) {
 		nlmsg_free(msg);
-		session_destroy(s);
-		goto out_unlock;
+		goto out_teardown;
 	}
+	mutex_lock(&iscsi_if_mutex);
+	idr_replace(&iscsi_if_sessions, s, s->sid);
+	mutex_unlock(&iscsi_if_mutex);
 	pr_info("session%u created on host%u (%s, can_queue %u, cmd_per_lun %u)\n",
 		s->sid, s->shost->host_no, t->name, s->shost->can_queue,
 		s->shost->cmd_per_lun);
-	mutex_unlock(&iscsi_if_mutex);
 	return reply_send(msg, hdr, info);
+
+out_teardown:
+	mutex_lock(&iscsi_if_mutex);
+	session_unpublish(s);
+	mutex_unlock(&iscsi_if_mutex);
+	session_teardown(s);
+	return err;
 
 out_unlock:
 	mutex_unlock(&iscsi_if_mutex);
@@ -1049,8 +1078,10 @@ static int cmd_destroy_session(struct sk_buff *skb, struct genl_info *info)
 	if (IS_ERR(s))
 		err = PTR_ERR(s);
 	else
-		session_destroy(s);
+		session_unpublish(s);
 	mutex_unlock(&iscsi_if_mutex);
+	if (!err)
+		session_teardown(s);
 	return err;
 }
 

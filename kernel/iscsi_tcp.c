@@ -1985,7 +1985,13 @@ static int __init itcp_init(void)
 {
 	int err;
 
-	itcp_wq = alloc_workqueue("iscsi_tcp_xmit", WQ_HIGHPRI | WQ_MEM_RECLAIM, 0);
+	/*
+	 * Unbound, normal priority: a per-CPU WQ_HIGHPRI worker preempted the
+	 * submitter at every queuecommand (one context switch per command);
+	 * LIO 4 KiB QD32 writes went from 0.41 to 0.82 of the in-kernel
+	 * initiator with this, QD1 reads from 0.39 to 1.19 (bench, one round).
+	 */
+	itcp_wq = alloc_workqueue("iscsi_tcp_xmit", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	if (!itcp_wq)
 		return -ENOMEM;
 	err = iscsi_if_register_transport(&itcp_transport);

@@ -36,6 +36,7 @@ import select
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +47,7 @@ DEFAULT_SOCKET = "/run/iscsid.sock"
 MAX_MESSAGE = 64 * 1024  # a request or a reply larger than this is refused
 DEFAULT_TIMEOUT = 30.0  # seconds for an ordinary request (login passes its own)
 READ_TIMEOUT = 5.0  # seconds the server waits for a client to finish its request
+CONNECT_TIMEOUT = 10.0  # seconds a client waits for room in the daemon's listen queue
 
 
 def socket_path() -> str:
@@ -76,6 +78,30 @@ def connect_errno(e: OSError) -> int:
     return e.errno
 
 
+def _connect(sock: socket.socket, path: str, timeout: float) -> None:
+    """Connect to the daemon's socket. A full listen queue (many iscsiadm at once, a daemon
+    busy with logins) fails a Unix connect at once with EAGAIN: that is retried until
+    `timeout`, as a TCP connect would wait for the listener."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            sock.connect(path)
+            return
+        except BlockingIOError as e:
+            if time.monotonic() + delay >= deadline:
+                raise IscsiError(
+                    Err.ISCSID_NOTCONN, f"can not connect to iSCSI daemon ({connect_errno(e)})!"
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        except OSError as e:
+            raise IscsiError(
+                Err.ISCSID_NOTCONN, f"can not connect to iSCSI daemon ({connect_errno(e)})!"
+            ) from None
+
+
 def request(op: str, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> dict[str, Any]:
     """Send one request to iscsid and return its reply (a dict with at least `code`, `message`).
 
@@ -90,13 +116,7 @@ def request(op: str, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> dict[str,
         raise IscsiError(Err.INVAL, f"request {op!r} too large")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        try:
-            sock.settimeout(min(timeout, 5.0))
-            sock.connect(path)
-        except OSError as e:
-            raise IscsiError(
-                Err.ISCSID_NOTCONN, f"can not connect to iSCSI daemon ({connect_errno(e)})!"
-            ) from None
+        _connect(sock, path, min(timeout, CONNECT_TIMEOUT))
         try:
             sock.settimeout(timeout)
             sock.sendall(payload)
@@ -167,7 +187,8 @@ class IpcServer:
             self.sock.bind(self.path)
         finally:
             os.umask(old)
-        self.sock.listen(64)
+        self.sock.listen(socket.SOMAXCONN)
+        self.sock.setblocking(False)  # handle_one drains the queue until EAGAIN
 
     def _alive(self) -> bool:
         if not os.path.exists(self.path):
@@ -199,15 +220,17 @@ class IpcServer:
                 self.handle_one()
 
     def handle_one(self) -> None:
-        """Accept one connection and serve it on a thread."""
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-        with self._lock:
-            self._threads.add(t)
-        t.start()
+        """Accept every waiting connection and serve each on its own thread."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.setblocking(True)
+            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            with self._lock:
+                self._threads.add(t)
+            t.start()
 
     def _serve(self, conn: socket.socket) -> None:
         try:

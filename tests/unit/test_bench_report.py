@@ -177,7 +177,8 @@ def test_settings_quick_full_and_errors() -> None:
     assert q.sides == ("inkernel", "ours") and q.targets == ("lio", "tgt")
     f = bench.settings_from_env({"BENCH_SIDES": "inkernel", "BENCH_ROUNDS": "2"})
     assert (f.rounds, f.runtime, f.login_targets, f.sides) == (2, 20, 32, ("inkernel",))
-    assert "BENCH_SIDES=inkernel" in f.guest_args()
+    assert "BENCH_SIDES=inkernel" in f.guest_args() and "BENCH_PERF=0" in f.guest_args()
+    assert "BENCH_PERF=1" in bench.settings_from_env({"BENCH_PERF": "1"}).guest_args()
     with pytest.raises(bench.SettingsError, match="BENCH_ROUNDS='x'"):
         bench.settings_from_env({"BENCH_ROUNDS": "x"})
     with pytest.raises(bench.SettingsError, match="unknown theirs"):

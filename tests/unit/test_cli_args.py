@@ -243,3 +243,31 @@ def test_startup_is_light():
     env = dict(os.environ, PYISCSI_SYSFS="/nonexistent")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.stdout.strip() == "[]", r.stdout + r.stderr
+
+
+def test_ipc_connect_waits_for_room_in_a_full_listen_queue(tmp_path, monkeypatch) -> None:
+    """A Unix connect to a full listen queue fails at once with EAGAIN; the client waits
+    for the daemon to accept (32 logins at once overflowed it on a slow VM)."""
+    path = str(tmp_path / "full.sock")
+    monkeypatch.setenv("ISCSID_SOCKET", path)
+    with socket.socket(socket.AF_UNIX) as srv:
+        srv.bind(path)
+        srv.listen(0)
+        queued = [socket.socket(socket.AF_UNIX)]
+        queued[0].connect(path)  # the one place the queue has
+        probe = socket.socket(socket.AF_UNIX)
+        probe.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            probe.connect(path)  # full: what the client must survive
+        probe.close()
+        with pytest.raises(IscsiError) as e:
+            ipc._connect(socket.socket(socket.AF_UNIX), path, 0.2)
+        assert e.value.code == Err.ISCSID_NOTCONN
+        timer = threading.Timer(0.3, lambda: queued.append(srv.accept()[0]))
+        timer.start()
+        client = socket.socket(socket.AF_UNIX)
+        ipc._connect(client, path, 5.0)  # returns once the accept made room
+        timer.join()
+        assert client.getpeername() == path
+        for s in [client, *queued]:
+            s.close()
