@@ -41,7 +41,9 @@ tgtd_pid=$(cat "$VM_TGT_DIR/0/pid")
 pyiscsi_kmod_up
 $K nopd >/tmp/nopd.log 2>&1 &
 nopd=$!
-out=$($K up $IQN $PORTAL) || fail "up: $out"
+# While this script plays iscsid, a 60 s replacement timeout: starting Python for the recovery
+# took over 10 s once in CI (TCG on a loaded machine) and the session was FREE before STOP_CONN.
+out=$($K up $IQN $PORTAL recovery_tmo=60) || fail "up: $out"
 sid=$(sed -n 's/^sid=\([0-9]*\) .*/\1/p' <<<"$out")
 host=$(sed -n 's/.* host=\([0-9]*\) .*/\1/p' <<<"$out")
 disk=$(disk_of_host "$host") || fail "no disk"
@@ -57,7 +59,8 @@ io=$!
 wait_state $sid FAILED 40 || fail "session not FAILED after the abort timed out"
 pass "abort timed out, connection failed, session FAILED"
 kill -CONT $tgtd_pid
-$K recover $sid $IQN $PORTAL || fail "recover"
+$K recover $sid $IQN $PORTAL recovery_tmo=10 || fail "recover"
+[ "$(cat /sys/class/iscsi_session/session$sid/recovery_tmo)" = 10 ] || fail "recovery_tmo not 10"
 for i in $(seq 600); do kill -0 $io 2>/dev/null || break; sleep 0.1; done
 kill -0 $io 2>/dev/null && fail "I/O hangs after recovery"
 wait $io || fail "I/O failed across EH + recovery: $(cat /tmp/dd.err)"

@@ -1,7 +1,8 @@
 """Guest-side driver for the kernel bring-up tests: our login, then the netlink commands by hand.
 
   kdrive.py up IQN [KEY=VALUE...]   log in to 127.0.0.1:3260, create/bind/start/scan; prints
-                                    "sid=N host=M"; with --hold keeps running (for kill tests)
+                                    "sid=N host=M"; with --hold keeps running (for kill tests);
+                                    portal=HOST:PORT and recovery_tmo=SECONDS are not login keys
   kdrive.py recover SID IQN [K=V]  STOP_CONN(RECOVER), new login with the same ISID, rebind
   kdrive.py down SID                Logout through the kernel, stop, destroy (kernel_session)
   kdrive.py kill SID                STOP_CONN(TERM), DESTROY_SESSION without a logout
@@ -33,6 +34,11 @@ def _yn(v: bool) -> str:
     return "1" if v else "0"
 
 
+def _recovery_tmo(opts: list[str]) -> str:
+    """recovery_tmo=N among the options (not a login key): the replacement timeout, default 10 s."""
+    return next((kv.partition("=")[2] for kv in opts if kv.startswith("recovery_tmo=")), "10")
+
+
 def _login(iqn: str, opts: list[str], isid: bytes | None = None) -> Any:
     operational = {"MaxRecvDataSegmentLength": "262144", "MaxOutstandingR2T": "8"}
     host, port = "127.0.0.1", 3260
@@ -41,7 +47,7 @@ def _login(iqn: str, opts: list[str], isid: bytes | None = None) -> Any:
         if k == "portal":  # not a login key: where to log in
             host, _, p = v.rpartition(":")
             port = int(p)
-        else:
+        elif k != "recovery_tmo":
             operational[k] = v
     settings = LoginSettings(initiator_name=INITIATOR, target_name=iqn, operational=operational)
     if isid is not None:
@@ -49,7 +55,7 @@ def _login(iqn: str, opts: list[str], isid: bytes | None = None) -> Any:
     return login(host, port, settings)
 
 
-def _handover(nl: IscsiNetlink, sid: int, iqn: str, res: Any) -> None:
+def _handover(nl: IscsiNetlink, sid: int, iqn: str, res: Any, recovery_tmo: str = "10") -> None:
     """SET_PARAM everything, BIND_CONN the login socket, START_CONN."""
     neg = res.negotiated
     conn_params = {
@@ -74,7 +80,7 @@ def _handover(nl: IscsiNetlink, sid: int, iqn: str, res: Any) -> None:
         Param.MAX_BURST: str(neg.max_burst_length),
         Param.MAX_R2T: str(neg.max_outstanding_r2t),
         Param.ERL: str(neg.error_recovery_level),
-        Param.RECOVERY_TMO: "10",
+        Param.RECOVERY_TMO: recovery_tmo,
         Param.ABORT_TMO: "5",
     }
     for p, v in conn_params.items():
@@ -102,7 +108,7 @@ def up(iqn: str, opts: list[str], hold: bool) -> int:
         created = nl.create_session(128, 32)
         sid = created.sid
         nl.create_conn(sid, 0)
-        _handover(nl, sid, iqn, res)
+        _handover(nl, sid, iqn, res, _recovery_tmo(opts))
         nl.scan(sid)
         neg = res.negotiated.as_dict()
         print(f"sid={sid} host={created.host_no} negotiated={neg}", flush=True)
@@ -122,7 +128,7 @@ def recover(sid: int, iqn: str, opts: list[str]) -> int:
         state = Path(f"/sys/class/iscsi_session/session{sid}/state").read_text().strip()
         print(f"after STOP_CONN(RECOVER): {state}", flush=True)
         res = _login(iqn, opts, isid)
-        _handover(nl, sid, iqn, res)
+        _handover(nl, sid, iqn, res, _recovery_tmo(opts))
     res.sock.close()
     return 0
 
