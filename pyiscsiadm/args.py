@@ -7,8 +7,6 @@ and their order match. Seed extensions: `--record/-r ID` (node and discovery mod
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from pyiscsid.errors import Err, IscsiError
 
 # short option letter -> takes an argument (open-iscsi's "RlDVhm:a:b:c:C:p:P:T:H:i:I:U:k:L:d:r:n:
@@ -72,14 +70,22 @@ MODES: dict[str, tuple[str, str, bool]] = {
 OPS = ("new", "delete", "update", "show", "nonpersistent", "apply", "applyall", "login", "logout")
 
 
-@dataclass
 class Token:
     """One parsed option, or a getopt error (`letter == "?"`, `error` set)."""
 
-    letter: str
-    arg: str | None = None
-    error: str = ""
-    optopt: str = ""  # getopt's optopt for errors ("" for long-option errors)
+    __slots__ = ("arg", "error", "letter", "optopt")
+
+    def __init__(
+        self,
+        letter: str,
+        arg: str | None = None,
+        error: str = "",
+        optopt: str = "",  # getopt's optopt for errors ("" for long-option errors)
+    ) -> None:
+        self.letter, self.arg, self.error, self.optopt = letter, arg, error, optopt
+
+    def __repr__(self) -> str:
+        return f"Token({self.letter!r}, {self.arg!r}, {self.error!r}, {self.optopt!r})"
 
 
 def tokenize(argv: list[str]) -> tuple[list[Token], list[str]]:
@@ -148,11 +154,25 @@ def tokenize(argv: list[str]) -> tuple[list[Token], list[str]]:
     return tokens, operands
 
 
-@dataclass
 class Portal:
-    address: str
-    port: int  # -1: not given
-    tpgt: int  # -1: not given
+    """-p ip[:port][,tpgt] (classes here are plain: dataclasses costs iscsiadm start-up)."""
+
+    __slots__ = ("address", "port", "tpgt")
+
+    def __init__(self, address: str, port: int, tpgt: int) -> None:
+        self.address = address
+        self.port = port  # -1: not given
+        self.tpgt = tpgt  # -1: not given
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Portal):
+            return NotImplemented
+        return (self.address, self.port, self.tpgt) == (other.address, other.port, other.tpgt)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Portal({self.address!r}, {self.port}, {self.tpgt})"
 
 
 def parse_portal(text: str) -> Portal:
@@ -200,38 +220,41 @@ def parse_record_id(text: str) -> str:
     return rid.lower()
 
 
-@dataclass
 class Options:
     """Everything the command line asked for, after the open-iscsi checks."""
 
-    mode: str = ""  # "" when no -m
-    op_names: list[str] = field(default_factory=list)
-    targetname: str | None = None
-    portal: Portal | None = None
-    iface: str | None = None
-    disc_type: str | None = None  # "sendtargets", or the raw text for unsupported types
-    params: list[tuple[str, str]] = field(default_factory=list)
-    pending_name: str | None = None
-    pending_value: str | None = None
-    record_id: str | None = None  # seed -r ID in node/discovery mode
-    sid: int | None = None  # -r in session mode
-    cid: int | None = None  # the seed's -r SID:CID: one connection of the session
-    sid_text: str | None = None
-    info_level: int = -1
-    login: bool = False
-    logout: bool = False
-    login_all: str | None = None
-    logout_all: str | None = None
-    discover: bool = False
-    stats: bool = False
-    show: bool = False
-    rescan: bool = False
-    ids: bool = False
-    killiscsid: int | None = None
-    debug: int = 0
-    no_wait: bool = False
-    version: bool = False
-    help: bool = False
+    def __init__(self) -> None:
+        self.mode = ""  # "" when no -m
+        self.op_names: list[str] = []
+        self.targetname: str | None = None
+        self.portal: Portal | None = None
+        self.iface: str | None = None
+        self.disc_type: str | None = None  # "sendtargets", or the raw text for unsupported types
+        self.params: list[tuple[str, str]] = []
+        self.pending_name: str | None = None
+        self.pending_value: str | None = None
+        self.record_id: str | None = None  # seed -r ID in node/discovery mode
+        self.sid: int | None = None  # -r in session mode
+        self.cid: int | None = None  # the seed's -r SID:CID: one connection of the session
+        self.sid_text: str | None = None
+        self.info_level = -1
+        self.login = False
+        self.logout = False
+        self.login_all: str | None = None
+        self.logout_all: str | None = None
+        self.discover = False
+        self.stats = False
+        self.show = False
+        self.rescan = False
+        self.ids = False
+        self.killiscsid: int | None = None
+        self.debug = 0
+        self.no_wait = False
+        self.version = False
+        self.help = False
+
+    def __repr__(self) -> str:
+        return f"Options({vars(self)!r})"
 
 
 class UsageError(Exception):

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import errno
 import sys
-import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 
 from pyiscsiadm import output
 from pyiscsiadm.args import Options
 from pyiscsid.errors import Err, IscsiError, err_to_str
 
+TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
+    from typing import Any
+
     from pyiscsiadm.sysfs import SessionInfo
     from pyiscsid.db import Database
     from pyiscsid.records import NodeRecord
@@ -160,24 +161,48 @@ def iscsid_request(
     return int(reply["code"]), reply
 
 
+BATCH = 1024  # records (sessions) a login_many (logout_many) request carries at most
+
+
+def _many(op: str, key: str, items: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(code, reply) for each item of a login_many/logout_many request, in order. iscsid runs
+    them all at once; when the request itself fails, every item gets its code."""
+    from pyiscsid import ipc
+
+    out: list[tuple[int, dict[str, Any]]] = []
+    for start in range(0, len(items), BATCH):
+        chunk = items[start : start + BATCH]
+        try:
+            reply = ipc.request(op, LOGIN_TIMEOUT, **{key: chunk})
+        except IscsiError as e:
+            if e.code == Err.ISCSID_NOTCONN:
+                output.error(e.message)
+            reply = {"code": int(e.code)}
+        results = reply.get("results")
+        if reply["code"] or not isinstance(results, list) or len(results) != len(chunk):
+            code = int(reply["code"]) or int(Err.ISCSID_COMM_ERR)
+            out += [(code, {})] * len(chunk)
+            continue
+        for r in results:
+            ok = isinstance(r, dict) and isinstance(r.get("code"), int)
+            out.append((int(r["code"]), r) if ok else (int(Err.ISCSID_COMM_ERR), {}))
+    return out
+
+
 def login_records(recs: Iterable[NodeRecord]) -> int:
     """Log in to each record through iscsid; return the first error code (0 if all worked).
 
     As open-iscsi's asynchronous logins: a record that already has its nr_sessions sessions is
     skipped with a warning (SESS_EXISTS, 15); "Logging in to" for each other record as it is
     submitted (a submission that fails is reported at once), then one result per submitted
-    record in order. The requests run concurrently.
+    record in order. iscsid runs the logins at once (one login_many request).
     """
+    from collections import Counter
+
     from pyiscsiadm import sysfs
     from pyiscsid.records import nr_sessions
 
-    recs = list(recs)
-    results: dict[int, tuple[int, dict[str, Any]]] = {}
-    threads: dict[int, threading.Thread] = {}
     rc = 0
-
-    def run(i: int, rec: NodeRecord) -> None:
-        results[i] = iscsid_request("login", LOGIN_TIMEOUT, start=False, record_id=rec.record_id)
 
     def show(rec: NodeRecord, code: int) -> int:
         where = (rec.iface, rec.target, rec.address, rec.port)
@@ -188,56 +213,51 @@ def login_records(recs: Iterable[NodeRecord]) -> int:
         report_error(code)
         return code
 
-    submitted: list[tuple[int, NodeRecord]] = []
+    present = Counter(
+        (s.target, s.persistent_address.lower(), s.persistent_port, s.iface)
+        for s in sysfs.list_sessions(brief=True)
+    )
+    submitted: list[NodeRecord] = []
+    reachable = False
     for rec in recs:
         wanted = nr_sessions(rec)
-        present = sysfs.count_sessions(rec.target, rec.address, rec.port, rec.iface)
-        if present >= wanted:
-            output.error(output.sessions_present(rec.iface, wanted, present))
+        have = present[(rec.target, rec.address.strip("[]").lower(), rec.port, rec.iface)]
+        if have >= wanted:
+            output.error(output.sessions_present(rec.iface, wanted, have))
             rc = rc or int(Err.SESS_EXISTS)
             continue
-        for _ in range(wanted - present):  # one request, one "Logging in to", per session
+        for _ in range(wanted - have):  # one "Logging in to", one session, each
             output.info(output.logging_in(rec.iface, rec.target, rec.address, rec.port))
             sys.stdout.flush()
-            failed = reach_iscsid()
+            failed = 0 if reachable else reach_iscsid()
             if failed:
                 code = show(rec, failed)
                 rc = rc or code
                 break
-            i = len(submitted)
-            submitted.append((i, rec))
-            threads[i] = threading.Thread(target=run, args=(i, rec), daemon=True)
-            threads[i].start()
-    for i, rec in submitted:
-        threads[i].join()
-        code, _reply = results[i]
-        code = show(rec, code)
-        rc = rc or code
+            reachable = True
+            submitted.append(rec)
+    if submitted:
+        results = _many("login_many", "record_ids", [r.record_id for r in submitted])
+        for rec, (code, _reply) in zip(submitted, results, strict=True):
+            code = show(rec, code)
+            rc = rc or code
     return rc
 
 
 def logout_sessions(sessions: Iterable[SessionInfo]) -> int:
-    """Log out of each session through iscsid (open-iscsi's messages); first error code."""
+    """Log out of each session through iscsid (open-iscsi's messages); first error code.
+    iscsid logs out of them all at once (one logout_many request)."""
     sessions = list(sessions)
     rc = 0
-    results: dict[int, tuple[int, dict[str, Any]]] = {}
-
-    def run(i: int, sid: int) -> None:
-        results[i] = iscsid_request("logout", LOGIN_TIMEOUT, sid=sid)
-
     for s in sessions:
         output.info(output.logging_out(s.sid, s.target, s.persistent_address, s.persistent_port))
     sys.stdout.flush()
-    # concurrently, as the logins: iscsid serves each request on its own thread
-    threads = [
-        threading.Thread(target=run, args=(i, s.sid), daemon=True) for i, s in enumerate(sessions)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for i, s in enumerate(sessions):
-        code, _ = results[i]
+    code = reach_iscsid()
+    if code:
+        results = [(code, {})] * len(sessions)
+    else:
+        results = _many("logout_many", "sids", [s.sid for s in sessions])
+    for s, (code, _reply) in zip(sessions, results, strict=True):
         where = (s.sid, s.target, s.persistent_address, s.persistent_port)
         if code == 0:
             output.info(output.logout_ok(*where))

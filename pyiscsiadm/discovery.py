@@ -4,12 +4,12 @@ iscsid needed) and the discovery records."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 from pyiscsiadm import output
 from pyiscsiadm.common import Env, Exit, fail, login_records
 from pyiscsid.errors import Err, IscsiError, err_to_str
 
+TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
     from pyiscsid.records import DiscoveryRecord, NodeRecord
     from pyiscsid.settings import DiscoveredTarget

@@ -84,7 +84,7 @@ def dispatch(env: Env) -> int:
     if mode == "host":
         from pyiscsiadm import sysfs
 
-        if not sysfs.list_sessions():
+        if not sysfs.list_sessions(brief=True):
             output.error("No iSCSI hosts.")
             return int(Err.NO_OBJS_FOUND)
         output.error("host mode is not supported by this initiator.")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pyiscsiadm import output
 from pyiscsiadm.common import Env, Exit, fail, login_records, logout_sessions, session_matches
 from pyiscsid.errors import Err, IscsiError, err_to_str
 
+TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
     from pyiscsid.records import NodeRecord
 
@@ -43,7 +42,7 @@ def run(env: Env) -> int:
     if o.logout:
         from pyiscsiadm import sysfs
 
-        sessions = [s for s in sysfs.list_sessions() if session_matches(s, o)]
+        sessions = [s for s in sysfs.list_sessions(brief=True) if session_matches(s, o)]
         if not sessions:
             raise fail("No matching sessions found", Err.NO_OBJS_FOUND)
         return logout_sessions(sessions)
@@ -171,7 +170,7 @@ def nonpersistent(env: Env) -> int:
 def delete(env: Env) -> int:
     from pyiscsiadm import sysfs
 
-    sessions = sysfs.list_sessions()
+    sessions = sysfs.list_sessions(brief=True)
     with env.db.transaction():
         recs = matched(env)
         for rec in recs:
@@ -254,7 +253,7 @@ def logout_all(mode: str) -> int:
         output.error(f"Invalid logoutall option {mode}.")
         print("Try `iscsiadm --help' for more information.", file=sys.stderr)
         raise Exit(Err.INVAL)
-    sessions = sysfs.list_sessions()
+    sessions = sysfs.list_sessions(brief=True)
     if mode != "all":
         from pyiscsid.db import Database
 

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
-from typing import Protocol, TypeVar
+
+TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
+if TYPE_CHECKING:
+    from typing import Protocol, TypeVar
+
+    class NodeLike(Protocol):
+        target: str
+        address: str
+        port: int
+        tpgt: int
+        iface: str
+        record_id: str
+
+    N = TypeVar("N", bound=NodeLike)
 
 PROG = "iscsiadm"
-
-
-class NodeLike(Protocol):
-    target: str
-    address: str
-    port: int
-    tpgt: int
-    iface: str
-    record_id: str
-
-
-N = TypeVar("N", bound=NodeLike)
 
 
 def error(message: str) -> None:

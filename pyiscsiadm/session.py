@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from pyiscsiadm import output, sysfs
 from pyiscsiadm.common import (
@@ -16,6 +15,10 @@ from pyiscsiadm.common import (
     session_matches,
 )
 from pyiscsid.errors import Err
+
+TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def run(env: Env) -> int:
@@ -46,7 +49,7 @@ def run(env: Env) -> int:
     if "new" in o.op_names:
         raise fail("session mode: Operation 'new' only allowed with specific session IDs")
     if o.logout or o.rescan or o.stats:
-        sessions = [s for s in sysfs.list_sessions() if session_matches(s, o)]
+        sessions = [s for s in sysfs.list_sessions(brief=o.logout) if session_matches(s, o)]
         if not sessions:
             if o.logout:
                 raise fail(output.NO_MATCHING_SESSIONS, Err.NO_OBJS_FOUND)
@@ -111,9 +114,10 @@ def rescan(sessions: list[sysfs.SessionInfo]) -> int:
                     f.write("1")
             except OSError:
                 continue  # a LUN going away meanwhile
-        scan = sysfs.sysfs_root() / "class" / "scsi_host" / f"host{s.host_no}" / "scan"
+        scan = f"{sysfs.sysfs_root()}/class/scsi_host/host{s.host_no}/scan"
         try:
-            scan.write_text("- - -")
+            with open(scan, "w") as f:
+                f.write("- - -")
         except OSError:
             output.error(f"Could not rescan session sid {s.sid}.")
             rc = rc or int(Err.SYSFS_LOOKUP)

@@ -25,74 +25,138 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
 
 UNKNOWN = "<empty>"  # open-iscsi's UNKNOWN_VALUE
 DEFAULT = "default"  # libopeniscsiusr's default hwaddress/netdev/ipaddress
 
+# Plain classes and path strings here: dataclasses and pathlib cost every iscsiadm a good part
+# of its start-up under software emulation, and `-m session` is what tools call most.
 
-def sysfs_root() -> Path:
-    return Path(os.environ.get("PYISCSI_SYSFS") or "/sys")
+
+def sysfs_root() -> str:
+    return os.environ.get("PYISCSI_SYSFS") or "/sys"
 
 
-@dataclass
 class ScsiDevice:
     """One LUN under a session: `H:0:T:L`, its disk (sdX) if any, its state."""
 
-    host_no: int
-    target: int
-    lun: int
-    disk: str | None = None
-    state: str | None = None
+    __slots__ = ("disk", "host_no", "lun", "state", "target")
+
+    def __init__(
+        self, host_no: int, target: int, lun: int, disk: str | None = None, state: str | None = None
+    ) -> None:
+        self.host_no, self.target, self.lun, self.disk, self.state = (
+            host_no,
+            target,
+            lun,
+            disk,
+            state,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"ScsiDevice({self.host_no}, {self.target}, {self.lun}, {self.disk!r}, {self.state!r})"
+        )
 
 
-@dataclass
-class SessionInfo:
-    sid: int
-    target: str
-    tpgt: int
-    address: str  # current
-    port: int
-    persistent_address: str
-    persistent_port: int
-    iface: str = "default"
-    transport: str = "tcp"
-    state: str = "Unknown"
-    host_no: int = -1
-    recovery_tmo: int = -1
-    abort_tmo: int = -1
-    lu_reset_tmo: int = -1
-    tgt_reset_tmo: int = -1
-    username: str = ""
-    password: str = ""
-    username_in: str = ""
-    password_in: str = ""
+# SessionInfo's attributes past the identity, with their defaults (-1: not known)
+_SESSION_DEFAULTS: dict[str, object] = {
+    "iface": "default",
+    "transport": "tcp",
+    "state": "Unknown",
+    "host_no": -1,
+    "recovery_tmo": -1,
+    "abort_tmo": -1,
+    "lu_reset_tmo": -1,
+    "tgt_reset_tmo": -1,
+    "username": "",
+    "password": "",
+    "username_in": "",
+    "password_in": "",
     # the iface as the host shows it
-    initiatorname: str = ""
-    ipaddress: str = DEFAULT
-    hwaddress: str = DEFAULT
-    netdev: str = DEFAULT
-    # negotiated parameters (-1: not known)
-    header_digest: int = -1
-    data_digest: int = -1
-    max_recv_dlength: int = -1
-    max_xmit_dlength: int = -1
-    first_burst_len: int = -1
-    max_burst_len: int = -1
-    immediate_data: int = -1
-    initial_r2t: int = -1
-    max_outstanding_r2t: int = -1
-    session_dir: Path | None = field(default=None, repr=False)
+    "initiatorname": "",
+    "ipaddress": DEFAULT,
+    "hwaddress": DEFAULT,
+    "netdev": DEFAULT,
+    # negotiated parameters
+    "header_digest": -1,
+    "data_digest": -1,
+    "max_recv_dlength": -1,
+    "max_xmit_dlength": -1,
+    "first_burst_len": -1,
+    "max_burst_len": -1,
+    "immediate_data": -1,
+    "initial_r2t": -1,
+    "max_outstanding_r2t": -1,
+    "session_dir": None,
+}
+
+
+class SessionInfo:
+    """One session as sysfs shows it."""
+
+    iface: str
+    transport: str
+    state: str
+    host_no: int
+    recovery_tmo: int
+    abort_tmo: int
+    lu_reset_tmo: int
+    tgt_reset_tmo: int
+    username: str
+    password: str
+    username_in: str
+    password_in: str
+    initiatorname: str
+    ipaddress: str
+    hwaddress: str
+    netdev: str
+    header_digest: int
+    data_digest: int
+    max_recv_dlength: int
+    max_xmit_dlength: int
+    first_burst_len: int
+    max_burst_len: int
+    immediate_data: int
+    initial_r2t: int
+    max_outstanding_r2t: int
+    session_dir: str | None
+
+    def __init__(
+        self,
+        sid: int,
+        target: str,
+        tpgt: int,
+        address: str,  # current
+        port: int,
+        persistent_address: str,
+        persistent_port: int,
+        **attrs: object,
+    ) -> None:
+        self.sid = sid
+        self.target = target
+        self.tpgt = tpgt
+        self.address = address
+        self.port = port
+        self.persistent_address = persistent_address
+        self.persistent_port = persistent_port
+        unknown = set(attrs) - set(_SESSION_DEFAULTS)
+        if unknown:
+            raise TypeError(f"SessionInfo: unknown attributes {sorted(unknown)}")
+        for name, default in _SESSION_DEFAULTS.items():
+            setattr(self, name, attrs.get(name, default))
+
+    def __repr__(self) -> str:
+        return f"SessionInfo(sid={self.sid}, target={self.target!r}, state={self.state!r})"
 
 
 class SessionLookupError(Exception):
     """A session directory that cannot be read (message as open-iscsi prints it)."""
 
 
-def _read(path: Path) -> str:
+def _read(path: str) -> str:
     """One sysfs attribute (OSError if it cannot be read). Plain os calls: a `-m session -P 3`
-    reads dozens of attributes a session, and Path.read_text's file object costs more than the
+    reads dozens of attributes a session, and a file object costs more than the
     read itself (a third of the command's time under software emulation)."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -102,14 +166,14 @@ def _read(path: Path) -> str:
     return "" if text == "(null)" else text
 
 
-def _try(path: Path, default: str = "") -> str:
+def _try(path: str, default: str = "") -> str:
     try:
         return _read(path)
     except OSError:
         return default
 
 
-def _read_int(path: Path, default: int = -1) -> int:
+def _read_int(path: str, default: int = -1) -> int:
     text = _try(path)
     try:
         return int(text)
@@ -117,35 +181,40 @@ def _read_int(path: Path, default: int = -1) -> int:
         return {"none": 0, "crc32c": 1, "yes": 1, "no": 0}.get(text.lower(), default)
 
 
-def _host_no(sdir: Path) -> int:
+def _host_no(sdir: str) -> int:
     try:
-        resolved = sdir.resolve()
+        resolved = os.path.realpath(sdir)
     except OSError:
         return -1
     host_no = -1
-    for part in resolved.parts:
+    for part in resolved.split("/"):
         m = re.fullmatch(r"host(\d+)", part)
         if m:
             host_no = int(m.group(1))
     return host_no
 
 
-def read_session(sid: int) -> SessionInfo:
-    """One session; SessionLookupError when its sysfs entries are missing."""
-    root = sysfs_root() / "class"
-    sdir = root / "iscsi_session" / f"session{sid}"
+def read_session(sid: int, brief: bool = False) -> SessionInfo:
+    """One session; SessionLookupError when its sysfs entries are missing. `brief`: only what
+    names it (target, portals, iface), all a logout or a session count needs."""
+    root = f"{sysfs_root()}/class"
+    sdir = f"{root}/iscsi_session/session{sid}"
     try:
-        target = _read(sdir / "targetname")
+        target = _read(f"{sdir}/targetname")
     except OSError:
         raise SessionLookupError("could not read session targetname: 5") from None
-    cdir = root / "iscsi_connection" / f"connection{sid}:0"
-    if not cdir.is_dir():
-        conns = sorted((root / "iscsi_connection").glob(f"connection{sid}:*"))
-        cdir = conns[0] if conns else sdir
-    address = _try(cdir / "address")
-    port = _read_int(cdir / "port")
-    p_address = _try(cdir / "persistent_address")
-    p_port = _read_int(cdir / "persistent_port")
+    cdir = f"{root}/iscsi_connection/connection{sid}:0"
+    if not os.path.isdir(cdir):
+        try:
+            names = os.listdir(f"{root}/iscsi_connection")
+        except OSError:
+            names = []
+        conns = sorted(n for n in names if n.startswith(f"connection{sid}:"))
+        cdir = f"{root}/iscsi_connection/{conns[0]}" if conns else sdir
+    address = _try(f"{cdir}/address")
+    port = _read_int(f"{cdir}/port")
+    p_address = _try(f"{cdir}/persistent_address")
+    p_port = _read_int(f"{cdir}/persistent_port")
     if address and not p_address:
         p_address = address
     elif p_address and not address:
@@ -154,48 +223,52 @@ def read_session(sid: int) -> SessionInfo:
         p_port = port
     elif port == -1 and p_port != -1:
         port = p_port
+    iface = _try(f"{sdir}/ifacename") or "default"
+    if brief:
+        return SessionInfo(sid, target, -1, address, port, p_address, p_port, iface=iface,
+                           session_dir=sdir)  # fmt: skip
     host_no = _host_no(sdir)
     s = SessionInfo(
         sid=sid,
         target=target,
-        tpgt=_read_int(sdir / "tpgt"),
+        tpgt=_read_int(f"{sdir}/tpgt"),
         address=address,
         port=port,
         persistent_address=p_address,
         persistent_port=p_port,
-        iface=_try(sdir / "ifacename") or "default",
-        state=_try(sdir / "state") or "Unknown",
+        iface=iface,
+        state=_try(f"{sdir}/state") or "Unknown",
         host_no=host_no,
-        recovery_tmo=_read_int(sdir / "recovery_tmo"),
-        abort_tmo=_read_int(sdir / "abort_tmo"),
-        lu_reset_tmo=_read_int(sdir / "lu_reset_tmo"),
-        tgt_reset_tmo=_read_int(sdir / "tgt_reset_tmo"),
-        username=_try(sdir / "username"),
-        password=_try(sdir / "password"),
-        username_in=_try(sdir / "username_in"),
-        password_in=_try(sdir / "password_in"),
-        initiatorname=_try(sdir / "initiatorname"),
-        header_digest=_read_int(cdir / "header_digest"),
-        data_digest=_read_int(cdir / "data_digest"),
-        max_recv_dlength=_read_int(cdir / "max_recv_dlength"),
-        max_xmit_dlength=_read_int(cdir / "max_xmit_dlength"),
-        first_burst_len=_read_int(sdir / "first_burst_len"),
-        max_burst_len=_read_int(sdir / "max_burst_len"),
-        immediate_data=_read_int(sdir / "immediate_data"),
-        initial_r2t=_read_int(sdir / "initial_r2t"),
-        max_outstanding_r2t=_read_int(sdir / "max_outstanding_r2t"),
+        recovery_tmo=_read_int(f"{sdir}/recovery_tmo"),
+        abort_tmo=_read_int(f"{sdir}/abort_tmo"),
+        lu_reset_tmo=_read_int(f"{sdir}/lu_reset_tmo"),
+        tgt_reset_tmo=_read_int(f"{sdir}/tgt_reset_tmo"),
+        username=_try(f"{sdir}/username"),
+        password=_try(f"{sdir}/password"),
+        username_in=_try(f"{sdir}/username_in"),
+        password_in=_try(f"{sdir}/password_in"),
+        initiatorname=_try(f"{sdir}/initiatorname"),
+        header_digest=_read_int(f"{cdir}/header_digest"),
+        data_digest=_read_int(f"{cdir}/data_digest"),
+        max_recv_dlength=_read_int(f"{cdir}/max_recv_dlength"),
+        max_xmit_dlength=_read_int(f"{cdir}/max_xmit_dlength"),
+        first_burst_len=_read_int(f"{sdir}/first_burst_len"),
+        max_burst_len=_read_int(f"{sdir}/max_burst_len"),
+        immediate_data=_read_int(f"{sdir}/immediate_data"),
+        initial_r2t=_read_int(f"{sdir}/initial_r2t"),
+        max_outstanding_r2t=_read_int(f"{sdir}/max_outstanding_r2t"),
         session_dir=sdir,
     )
     if host_no >= 0:
-        hdir = root / "iscsi_host" / f"host{host_no}"
-        proc = _try(root / "scsi_host" / f"host{host_no}" / "proc_name")
+        hdir = f"{root}/iscsi_host/host{host_no}"
+        proc = _try(f"{root}/scsi_host/host{host_no}/proc_name")
         if proc:
             s.transport = proc.removeprefix("iscsi_")
-        s.hwaddress = _try(hdir / "hwaddress", DEFAULT)
-        s.netdev = _try(hdir / "netdev", DEFAULT)
-        s.ipaddress = _try(hdir / "ipaddress", DEFAULT)
+        s.hwaddress = _try(f"{hdir}/hwaddress", DEFAULT)
+        s.netdev = _try(f"{hdir}/netdev", DEFAULT)
+        s.ipaddress = _try(f"{hdir}/ipaddress", DEFAULT)
         if not s.initiatorname:
-            s.initiatorname = _try(hdir / "initiatorname")
+            s.initiatorname = _try(f"{hdir}/initiatorname")
     return s
 
 
@@ -213,25 +286,26 @@ def scsi_device_dirs(host_no: int) -> list[str]:
 
 
 def has_connection(sid: int, cid: int) -> bool:
-    return os.path.isdir(sysfs_root() / "class" / "iscsi_connection" / f"connection{sid}:{cid}")
+    return os.path.isdir(f"{sysfs_root()}/class/iscsi_connection/connection{sid}:{cid}")
 
 
 def session_names() -> list[str]:
     """`sessionN` entries in alphabetical order, as open-iscsi's scandir(alphasort) lists them
     (session10 before session2)."""
     try:
-        names = os.listdir(sysfs_root() / "class" / "iscsi_session")
+        names = os.listdir(f"{sysfs_root()}/class/iscsi_session")
     except OSError:
         return []
     return sorted(n for n in names if re.fullmatch(r"session\d+", n))
 
 
-def list_sessions() -> list[SessionInfo]:
-    """Every readable session, in open-iscsi's order (see session_names)."""
+def list_sessions(brief: bool = False) -> list[SessionInfo]:
+    """Every readable session, in open-iscsi's order (see session_names); `brief`: see
+    read_session."""
     result = []
     for name in session_names():
         try:
-            result.append(read_session(int(name[7:])))
+            result.append(read_session(int(name[7:]), brief))
         except SessionLookupError:
             continue
     return result
@@ -241,7 +315,7 @@ def count_sessions(target: str, address: str, port: int, iface: str = "default")
     """How many sessions run to this target through this persistent portal and iface."""
     return sum(
         1
-        for s in list_sessions()
+        for s in list_sessions(brief=True)
         if s.target == target
         and s.persistent_address.lower() == address.strip("[]").lower()
         and s.persistent_port == port
@@ -250,21 +324,21 @@ def count_sessions(target: str, address: str, port: int, iface: str = "default")
 
 
 def host_state(host_no: int) -> str | None:
-    text = _try(sysfs_root() / "class" / "scsi_host" / f"host{host_no}" / "state")
+    text = _try(f"{sysfs_root()}/class/scsi_host/host{host_no}/state")
     return text or None
 
 
 def kernel_version() -> str | None:
     """The transport class version -P 3 prints first (None: the line is left out)."""
-    root = sysfs_root() / "module"
+    root = f"{sysfs_root()}/module"
     for module in ("scsi_transport_iscsi", "iscsi_if"):
-        text = _try(root / module / "version")
+        text = _try(f"{root}/{module}/version")
         if text:
             return text
     return None
 
 
-def _disk_of(ldir: Path) -> str | None:
+def _disk_of(ldir: str) -> str | None:
     try:
         entries = sorted(os.listdir(ldir))
     except OSError:
@@ -274,7 +348,7 @@ def _disk_of(ldir: Path) -> str | None:
             return name[6:]
         if name == "block":
             try:
-                disks = sorted(os.listdir(ldir / "block"))
+                disks = sorted(os.listdir(f"{ldir}/block"))
             except OSError:
                 return None
             return disks[0] if disks else None
@@ -285,11 +359,16 @@ def scsi_devices(s: SessionInfo) -> list[ScsiDevice]:
     """The LUNs of a session (`H:0:T:L` under its target directory), sorted by name."""
     if s.session_dir is None or s.host_no < 0:
         return []
-    sdev = s.session_dir / "device"
-    if not sdev.exists():
-        sdev = s.session_dir.resolve().parent.parent  # .../hostH/sessionS
+    sdev = f"{s.session_dir}/device"
+    if not os.path.exists(sdev):  # .../hostH/sessionS
+        sdev = os.path.dirname(os.path.dirname(os.path.realpath(s.session_dir)))
+    try:
+        tnames = os.listdir(sdev)
+    except OSError:
+        tnames = []
     devices = []
-    for tdir in sorted(sdev.glob(f"target{s.host_no}:0:*")):
+    prefix = f"target{s.host_no}:0:"
+    for tdir in sorted(f"{sdev}/{t}" for t in tnames if t.startswith(prefix)):
         try:
             names = sorted(os.listdir(tdir))
         except OSError:
@@ -298,14 +377,14 @@ def scsi_devices(s: SessionInfo) -> list[ScsiDevice]:
             m = re.fullmatch(r"(\d+):(\d+):(\d+):(\d+)", name)
             if m is None:
                 continue
-            ldir = tdir / name
+            ldir = f"{tdir}/{name}"
             devices.append(
                 ScsiDevice(
                     int(m[1]),
                     int(m[3]),
                     int(m[4]),
                     _disk_of(ldir),
-                    _try(ldir / "state") or None,
+                    _try(f"{ldir}/state") or None,
                 )
             )
     return devices

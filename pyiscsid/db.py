@@ -13,7 +13,6 @@ import os
 import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from pathlib import Path
 
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.records import (
@@ -24,7 +23,10 @@ from pyiscsid.records import (
     node_record_id,
     strip_brackets,
 )
-from pyiscsid.settings import DiscoveredTarget
+
+TYPE_CHECKING = False  # typing, pathlib and dataclasses stay out of iscsiadm's start-up
+if TYPE_CHECKING:
+    from pyiscsid.settings import DiscoveredTarget
 
 DEFAULT_DB_DIR = "/var/db/iscsi"
 NODE_DB = "node.db"
@@ -35,11 +37,11 @@ MAX_PROBES = 4096
 _BUILD_TABLE = "CREATE TABLE IF NOT EXISTS {}.Dict (key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)"
 
 
-def db_dir(directory: str | os.PathLike[str] | None = None) -> Path:
+def db_dir(directory: str | os.PathLike[str] | None = None) -> str:
     """The database directory: the argument, else $ISCSI_DB_DIR, else /var/db/iscsi."""
     if directory is not None:
-        return Path(directory)
-    return Path(os.environ.get("ISCSI_DB_DIR") or DEFAULT_DB_DIR)
+        return os.fspath(directory)
+    return os.environ.get("ISCSI_DB_DIR") or DEFAULT_DB_DIR
 
 
 def _node_key(rec: NodeRecord) -> tuple[str, str, int, str]:
@@ -51,8 +53,8 @@ class Database:
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.directory = db_dir(directory)
-        self.node_path = self.directory / NODE_DB
-        self.discovery_path = self.directory / DISCOVERY_DB
+        self.node_path = os.path.join(self.directory, NODE_DB)
+        self.discovery_path = os.path.join(self.directory, DISCOVERY_DB)
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._depth = 0
@@ -71,7 +73,7 @@ class Database:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _corrupt(self, path: Path, exc: Exception) -> IscsiError:
+    def _corrupt(self, path: str, exc: Exception) -> IscsiError:
         return IscsiError(
             Err.IDBM,
             f"iSCSI database file {path} is damaged or not a database ({exc}); "
@@ -80,7 +82,7 @@ class Database:
 
     def _create_files(self) -> None:
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.makedirs(self.directory, mode=0o700, exist_ok=True)
             for path in (self.node_path, self.discovery_path):
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 os.close(fd)
@@ -95,11 +97,11 @@ class Database:
         self._conn = None  # a connection inherited over fork() must not be used
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(str(self.node_path), timeout=BUSY_TIMEOUT, isolation_level=None)
+            conn = sqlite3.connect(self.node_path, timeout=BUSY_TIMEOUT, isolation_level=None)
             for schema, path in (("main", self.node_path), ("disc", self.discovery_path)):
                 try:
                     if schema == "disc":
-                        conn.execute("ATTACH DATABASE ? AS disc", (str(path),))
+                        conn.execute("ATTACH DATABASE ? AS disc", (path,))
                     conn.execute(f"PRAGMA {schema}.schema_version").fetchone()
                     # Rollback journal: atomic across both files (WAL is not), works on any FS.
                     conn.execute(f"PRAGMA {schema}.journal_mode = DELETE").fetchone()
@@ -123,7 +125,7 @@ class Database:
         return conn
 
     def _exists(self) -> bool:
-        return self.node_path.exists() and self.discovery_path.exists()
+        return os.path.exists(self.node_path) and os.path.exists(self.discovery_path)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -262,6 +264,26 @@ class Database:
             except sqlite3.DatabaseError as exc:
                 raise self._corrupt(self.node_path, exc) from None
         return [] if row is None else [self._decode_node(bytes(row[0]), bytes(row[1]))]
+
+    def nodes_by_id(self, record_ids: list[str]) -> dict[str, NodeRecord]:
+        """The node records with these ids, those that exist, read in one snapshot (a login of
+        many records reads them all at once)."""
+        keys = [check_record_id(r).encode() for r in record_ids]
+        rows: list[tuple[bytes, bytes]] = []
+        with self._reading() as conn:
+            if conn is None:
+                return {}
+            try:
+                for start in range(0, len(keys), 500):  # SQLite's bound-parameter limit
+                    chunk = keys[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    rows += conn.execute(
+                        f"SELECT key, value FROM main.Dict WHERE key IN ({marks})", chunk
+                    ).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(self.node_path, exc) from None
+        recs = (self._decode_node(bytes(k), bytes(v)) for k, v in rows)
+        return {rec.record_id: rec for rec in recs}
 
     def _put(self, schema: str, key: str, value: bytes) -> None:
         self._write_conn().execute(

@@ -8,7 +8,10 @@ Requests and their reply fields (besides `code` and `message`):
 
     ping                  -> {"version": "2.1.8", "pid": int}
     login {record_id}     -> {"sid": int}
+    login_many {record_ids: [str]}  -> {"results": [login's reply ({"code", "message", "sid"})
+                             for each id, in order]}: the logins run at once
     logout {sid}          -> {}
+    logout_many {sids: [int]}       -> {"results": [logout's reply for each sid, in order]}
     list_sessions         -> {"sessions": [kernel_session.SessionInfo as a dict, ...]}
     session_info {sid}    -> {"conn_state": int, "session_state": int}, open-iscsi's numbers
                              (conn: 0 FREE, 1 TRANSPORT WAIT, 2 IN LOGIN, 3 LOGGED IN,
@@ -37,14 +40,16 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
 
 from pyiscsid.errors import Err, IscsiError
 
+TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
 DEFAULT_SOCKET = "/run/iscsid.sock"
-MAX_MESSAGE = 64 * 1024  # a request or a reply larger than this is refused
+MAX_MESSAGE = 1024 * 1024  # a request or a reply larger than this is refused
 DEFAULT_TIMEOUT = 30.0  # seconds for an ordinary request (login passes its own)
 READ_TIMEOUT = 5.0  # seconds the server waits for a client to finish its request
 CONNECT_TIMEOUT = 10.0  # seconds a client waits for room in the daemon's listen queue
@@ -59,13 +64,15 @@ def _read_message(sock: socket.socket, deadline_s: float | None) -> bytes:
     """Read up to a newline (or EOF), at most MAX_MESSAGE bytes."""
     sock.settimeout(deadline_s)
     buf = bytearray()
-    while b"\n" not in buf:
-        chunk = sock.recv(4096)
+    while True:
+        chunk = sock.recv(65536)
         if not chunk:
             break
         buf += chunk
         if len(buf) > MAX_MESSAGE:
             raise ValueError(f"message larger than {MAX_MESSAGE} bytes")
+        if b"\n" in chunk:
+            break
     line, _, _ = bytes(buf).partition(b"\n")
     return line
 
@@ -137,13 +144,16 @@ def request(op: str, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> dict[str,
     return reply
 
 
-@dataclass(frozen=True)
 class PeerCred:
     """Who is on the other end of a connection (SO_PEERCRED)."""
 
-    pid: int
-    uid: int
-    gid: int
+    __slots__ = ("gid", "pid", "uid")
+
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self.pid, self.uid, self.gid = pid, uid, gid
+
+    def __repr__(self) -> str:
+        return f"PeerCred(pid={self.pid}, uid={self.uid}, gid={self.gid})"
 
 
 def peer_cred(sock: socket.socket) -> PeerCred:
@@ -152,8 +162,9 @@ def peer_cred(sock: socket.socket) -> PeerCred:
     return PeerCred(pid, uid, gid)
 
 
-# handler(op, args, peer) -> reply fields; raise IscsiError to answer with its code.
-Handler = Callable[[str, dict[str, Any], PeerCred], dict[str, Any]]
+if TYPE_CHECKING:
+    # handler(op, args, peer) -> reply fields; raise IscsiError to answer with its code.
+    Handler = Callable[[str, dict[str, Any], PeerCred], dict[str, Any]]
 
 
 def error_reply(code: int, message: str = "") -> dict[str, Any]:

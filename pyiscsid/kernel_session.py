@@ -175,6 +175,7 @@ def start_session(record: NodeRecord, login: Any, initiator_name: str = "") -> i
     from pyiscsid.netlink import IscsiNetlink
     from pyiscsid.uapi import Stop
 
+    t0 = time.monotonic()
     start_event_service()
     cmds_max = _rec_int(record, "node.session.cmds_max", 128)
     queue_depth = _rec_int(record, "node.session.queue_depth", 32)
@@ -211,6 +212,7 @@ def start_session(record: NodeRecord, login: Any, initiator_name: str = "") -> i
             stage = "start the connection"
             nl.start_conn(sid, cid)
             stage = "scan for LUNs"
+            t1 = time.monotonic()
             if _rec_str(record, "node.session.scan") != "manual":
                 nl.scan(sid)
         except IscsiError as exc:
@@ -219,9 +221,17 @@ def start_session(record: NodeRecord, login: Any, initiator_name: str = "") -> i
         except BaseException:
             _teardown(nl, sid, [cid], Stop.TERM if bound else None)
             raise
+    t2 = time.monotonic()
     missing = wait_for_disks(created.host_no, DISK_WAIT)
     if missing:
         log.warning("session %d: no block device appeared for %s", sid, ", ".join(missing))
+    log.debug(
+        "session %d: handed to the kernel in %.0f ms, scanned in %.0f ms, disks after %.0f ms",
+        sid,
+        (t1 - t0) * 1e3,
+        (t2 - t1) * 1e3,
+        (time.monotonic() - t2) * 1e3,
+    )
     return sid
 
 
@@ -465,8 +475,10 @@ class SessionPulse:
 def session_pulses() -> list[SessionPulse]:
     """Every session's state and ping timers: three sysfs reads a session, not all of them."""
     out = []
+    all_cids = _all_cids()
     for sid in _sids():
-        sess, cids, conn = _session_dirs(sid)
+        cids = all_cids.get(sid, [])
+        sess, conn = _session_dirs(sid, cids)
         out.append(
             SessionPulse(
                 sid,
@@ -747,11 +759,11 @@ def scsi_devices(host_no: int) -> list[Path]:
     """sysfs dirs of the SCSI devices (H:C:T:L) of host `host_no`."""
     root = SYSFS / "bus" / "scsi" / "devices"
     try:
-        names = [p.name for p in root.iterdir()]
+        names = os.listdir(root)
     except OSError:
         return []
     prefix = f"{host_no}:"
-    return sorted(root / n for n in names if n.startswith(prefix) and n.count(":") == 3)
+    return [root / n for n in sorted(names) if n.startswith(prefix) and n.count(":") == 3]
 
 
 def host_disks(host_no: int) -> list[str]:
@@ -768,20 +780,27 @@ def host_disks(host_no: int) -> list[str]:
 def wait_for_disks(host_no: int, timeout: float) -> list[str]:
     """Wait until every disk-type LUN of the host has its /dev node; the H:C:T:L still missing."""
     deadline = time.monotonic() + timeout
+    done: set[str] = set()  # LUNs seen with their /dev nodes: not looked at again
     while True:
         missing = []
         for dev in scsi_devices(host_no):
-            if (dev / "type").exists() and _read(dev / "type") not in ("0", "7", "14"):
+            name = dev.name
+            if name in done:
+                continue
+            kind = _cat_or_none(f"{dev}/type")
+            if kind is not None and kind not in ("0", "7", "14"):
                 continue  # not a block device type (e.g. an enclosure or controller LUN)
             try:
-                names = [p.name for p in (dev / "block").iterdir()]
+                names = os.listdir(f"{dev}/block")
             except OSError:
                 names = []
-            if not names or not all((DEV / n).exists() for n in names):
-                missing.append(dev.name)
+            if names and all(os.path.exists(f"{DEV}/{n}") for n in names):
+                done.add(name)
+            else:
+                missing.append(name)
         if not missing or time.monotonic() >= deadline:
             return missing
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def _read(path: Path) -> str:
@@ -871,30 +890,71 @@ def _cat(path: str) -> str:
     return "" if text is None else text
 
 
-def _session_dirs(sid: int) -> tuple[str, list[int], str]:
-    """The sysfs dir of session `sid`, its CIDs, and the dir of its first connection."""
-    cids = connection_ids(sid)
+def _all_cids() -> dict[int, list[int]]:
+    """sid -> its CIDs, in order, from one listing of the connection class."""
+    try:
+        names = os.listdir(f"{SYSFS}/class/iscsi_connection")
+    except OSError:
+        return {}
+    out: dict[int, list[int]] = {}
+    for n in names:
+        sid, _, cid = n.removeprefix("connection").partition(":")
+        if n.startswith("connection") and sid.isdigit() and cid.isdigit():
+            out.setdefault(int(sid), []).append(int(cid))
+    for cids in out.values():
+        cids.sort()
+    return out
+
+
+def _session_dirs(sid: int, cids: list[int]) -> tuple[str, str]:
+    """The sysfs dir of session `sid` and the dir of its first connection."""
     conn = f"{SYSFS}/class/iscsi_connection/connection{sid}:{cids[0] if cids else 0}"
-    return f"{SYSFS}/class/iscsi_session/session{sid}", cids, conn
+    return f"{SYSFS}/class/iscsi_session/session{sid}", conn
+
+
+def _session_entries() -> list[tuple[int, int]]:
+    """(sid, inode of its sysfs entry) of every session, in SID order. sysfs never gives a
+    new entry the inode of a removed one soon, so the pair names one session's lifetime."""
+    try:
+        with os.scandir(f"{SYSFS}/class/iscsi_session") as it:
+            found = [
+                (int(e.name[7:]), e.inode())
+                for e in it
+                if e.name.startswith("session") and e.name[7:].isdigit()
+            ]
+    except OSError:
+        return []
+    return sorted(found)
 
 
 def _sids() -> list[int]:
     """The SIDs sysfs has, in order."""
-    try:
-        names = os.listdir(f"{SYSFS}/class/iscsi_session")
-    except OSError:
-        return []
-    return sorted(int(n[7:]) for n in names if n.startswith("session") and n[7:].isdigit())
+    return [sid for sid, _ino in _session_entries()]
+
+
+# (sid, inode) -> identity: what names a session does not change while it exists. A login asks
+# for every session's identity; without the cache, N logins at once read 5N files each.
+_identities: dict[tuple[int, int], SessionIdentity] = {}
+_identities_lock = threading.Lock()
 
 
 def session_identities() -> list[SessionIdentity]:
-    """Every session's target, persistent portal, iface and ISID, by SID: five reads a session
-    instead of list_sessions()'s every attribute (a login asks this under its node lock)."""
+    """Every session's target, persistent portal, iface and ISID, by SID: five reads for a
+    session not seen before, none for one already known (a login asks this under its node
+    lock). A session whose parameters are not all set yet is read again next time."""
+    entries = _session_entries()
+    with _identities_lock:
+        known = dict(_identities)
     out = []
-    for sid in _sids():
-        sess, _cids, conn = _session_dirs(sid)
-        out.append(
-            SessionIdentity(
+    all_cids: dict[int, list[int]] | None = None
+    for key in entries:
+        ident = known.get(key)
+        if ident is None:
+            if all_cids is None:
+                all_cids = _all_cids()
+            sid = key[0]
+            sess, conn = _session_dirs(sid, all_cids.get(sid, []))
+            ident = SessionIdentity(
                 sid,
                 _cat(f"{sess}/targetname"),
                 _cat(f"{conn}/persistent_address"),
@@ -902,7 +962,13 @@ def session_identities() -> list[SessionIdentity]:
                 _cat(f"{sess}/ifacename"),
                 _cat(f"{sess}/isid"),
             )
-        )
+            if ident.target_name and ident.persistent_address and ident.isid:
+                known[key] = ident
+        out.append(ident)
+    live = set(entries)
+    with _identities_lock:
+        _identities.clear()
+        _identities.update({k: v for k, v in known.items() if k in live})
     return out
 
 

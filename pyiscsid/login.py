@@ -14,6 +14,7 @@ import contextlib
 import socket
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.negotiation import (
@@ -174,14 +175,28 @@ def _fmt_portal(address: str, port: int) -> str:
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
-def connect(address: str, port: int, timeout: float) -> socket.socket:
-    """A TCP connection to a portal, with open-iscsi-like messages on failure."""
-    deadline = time.monotonic() + timeout
+def _addresses(address: str, port: int) -> list[Any]:
+    """getaddrinfo for a TCP portal: an IP address without the resolver (no hosts file or
+    nsswitch reads for each of many logins), a name through it."""
     try:
-        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        return socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_NUMERICHOST
+        )
+    except (socket.gaierror, UnicodeError):
+        pass
+    try:
+        return socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         reason = e.strerror if isinstance(e, socket.gaierror) else str(e)
         raise IscsiError(Err.TRANS, f"cannot resolve host name {address}: {reason}") from None
+
+
+def connect(address: str, port: int, timeout: float, window_size: int = 0) -> socket.socket:
+    """A TCP connection to a portal, with open-iscsi-like messages on failure. `window_size`
+    (node.conn[0].tcp.window_size, 0: the kernel's autotuning) sets both socket buffers before
+    the connection is made, as open-iscsi does, so the window scale is negotiated for it."""
+    deadline = time.monotonic() + timeout
+    infos = _addresses(address, port)
     last: IscsiError | None = None
     for family, type_, proto, _, sockaddr in infos:
         remaining = deadline - time.monotonic()
@@ -189,6 +204,9 @@ def connect(address: str, port: int, timeout: float) -> socket.socket:
             break
         s = socket.socket(family, type_, proto)
         try:
+            if window_size > 0:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window_size)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, window_size)
             s.settimeout(remaining)
             s.connect(sockaddr)
         except TimeoutError:
@@ -496,7 +514,7 @@ def login(address: str, port: int, settings: LoginSettings, *, cmdsn: int = 1) -
                 f"login to {_fmt_portal(address, port)} timed out after "
                 f"{settings.login_timeout:g} seconds",
             )
-        sock = connect(address, port, remaining)
+        sock = connect(address, port, remaining, settings.tcp_window_size)
         try:
             attempt = _Login(sock, address, port, settings, deadline, cmdsn)
             result = attempt.run()

@@ -231,13 +231,14 @@ def decode_msg(data: bytes) -> IscsiIfMsg:
 
 def decode_ack(data: bytes) -> tuple[int, str]:
     """(errno as the kernel gave it, <= 0; the extended-ack message or '')."""
-    msg = NlAck(data)
-    if len(data) >= NLMSG_HDR.size + 4 + NLMSG_HDR.size:
-        msg.decode()
-        return int(msg["error"]), str(msg.get_attr("NLMSGERR_ATTR_MSG") or "")
-    # a short ack (no NETLINK_CAP_ACK echo): only the errno is there
     (error,) = struct.unpack_from("=i", data, NLMSG_HDR.size)
-    return error, ""
+    # A success carries nothing else: no pyroute2 decode (a login waits for some 40 acks).
+    # A short ack (no NETLINK_CAP_ACK echo) has only the errno.
+    if error == 0 or len(data) < NLMSG_HDR.size + 4 + NLMSG_HDR.size:
+        return error, ""
+    msg = NlAck(data)
+    msg.decode()
+    return int(msg["error"]), str(msg.get_attr("NLMSGERR_ATTR_MSG") or "")
 
 
 def get(msg: IscsiIfMsg, attr: int, default: Any = None) -> Any:
@@ -526,37 +527,46 @@ class IscsiNetlink(_GenlSocket):
         ]
 
     def request_batch(self, cmd: int, batch: list[dict[int, Any]]) -> None:
-        """Send many commands of one kind in one datagram and wait for all their acks (the
-        kernel handles them in order, each as if sent alone); the first error is raised after
-        every ack is in, so no late answer is left on the socket."""
+        """Send many commands of one kind in one datagram (the kernel handles them in order,
+        each as if sent alone). Only the last asks for an ack: the kernel answers a failed
+        command whether or not it was asked to, and all those answers come before the last
+        ack. The first error is raised once that ack is in, so no answer is left behind."""
         if not batch:
             return
         seqs = [self._next_seq() for _ in batch]
+        last = len(batch) - 1
         data = b"".join(
-            build_msg(self.family_id, cmd, attrs, seq=seq)
-            for seq, attrs in zip(seqs, batch, strict=True)
+            build_msg(
+                self.family_id,
+                cmd,
+                attrs,
+                seq=seq,
+                flags=NLM_F_REQUEST | (NLM_F_ACK if i == last else 0),
+            )
+            for i, (seq, attrs) in enumerate(zip(seqs, batch, strict=True))
         )
         self.sock.send(data)
-        pending = set(seqs)
-        first_error: tuple[int, int, IscsiError] | None = None
+        index = {seq: i for i, seq in enumerate(seqs)}
+        first_error: tuple[int, IscsiError] | None = None
         deadline = time.monotonic() + self.timeout
-        while pending:
+        done = False
+        while not done:
             buf = self._recv(deadline - time.monotonic())
             if buf is None:
                 raise IscsiError(
                     Err.TRANS_TIMEOUT,
-                    f"kernel did not answer {len(pending)} of {len(seqs)} {_cmd_name(cmd)} "
-                    f"in {self.timeout:g} s",
+                    f"kernel did not answer {len(seqs)} {_cmd_name(cmd)} in {self.timeout:g} s",
                 )
             for mtype, _f, mseq, msg in split_messages(buf):
-                if mtype != NLMSG_ERROR or mseq not in pending:
+                i = index.get(mseq)
+                if mtype != NLMSG_ERROR or i is None:
                     continue
-                pending.discard(mseq)
                 error, extack = decode_ack(msg)
-                if error and (first_error is None or seqs.index(mseq) < first_error[0]):
-                    first_error = (seqs.index(mseq), error, kernel_error(cmd, error, extack))
+                if error and (first_error is None or i < first_error[0]):
+                    first_error = (i, kernel_error(cmd, error, extack))
+                done = done or i == last
         if first_error is not None:
-            raise first_error[2]
+            raise first_error[1]
 
     def _one(self, cmd: int, attrs: dict[int, Any]) -> IscsiIfMsg:
         replies = self.request(cmd, attrs)
@@ -718,6 +728,11 @@ class EventListener(_GenlSocket):
 
 def family_available() -> bool:
     """True if the iscsi_if generic netlink family is registered (the module is loaded)."""
+    key = _family_key(uapi.GENL_NAME)
+    with _family_lock:
+        hit = _family_cache.get(uapi.GENL_NAME)
+    if hit is not None and key is not None and hit[0] == key:
+        return True  # resolved during this load of the module: no socket needed
     try:
         _GenlSocket(timeout=5.0).close()
     except (IscsiError, OSError):

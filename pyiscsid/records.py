@@ -7,15 +7,19 @@ administrators and tools read and write them by these names.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
 
 from pyiscsid.errors import Err, IscsiError
-from pyiscsid.settings import AuthSettings, LoginSettings
+
+# typing, dataclasses and the settings are not imported at run time: iscsiadm starts faster
+# (under software emulation each of them costs a tenth of a second)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pyiscsid.settings import AuthSettings, LoginSettings
 
 ISCSI_VERSION = "2.1.8"
 BEGIN_RECORD = f"# BEGIN RECORD {ISCSI_VERSION}"
@@ -41,17 +45,31 @@ _INT_RANGES = {
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
-@dataclass(frozen=True)
 class Param:
     """One record parameter: its name, default, value type and how it is shown."""
 
-    name: str
-    default: str
-    kind: str  # "str", "int", "uint8", "uint16", "uint32", "enum", "list"
-    options: tuple[str, ...] = ()
-    masked: bool = False  # printed as ******** when set (passwords)
-    modifiable: bool = True  # False: part of the record's identity
-    family: str = ""  # "ipv4" / "ipv6": iface keys shown only for that iface type
+    __slots__ = ("default", "family", "kind", "masked", "modifiable", "name", "options")
+
+    def __init__(
+        self,
+        name: str,
+        default: str,
+        kind: str,  # "str", "int", "uint8", "uint16", "uint32", "enum", "list"
+        options: tuple[str, ...] = (),
+        masked: bool = False,  # printed as ******** when set (passwords)
+        modifiable: bool = True,  # False: part of the record's identity
+        family: str = "",  # "ipv4" / "ipv6": iface keys shown only for that iface type
+    ) -> None:
+        self.name = name
+        self.default = default
+        self.kind = kind
+        self.options = options
+        self.masked = masked
+        self.modifiable = modifiable
+        self.family = family
+
+    def __repr__(self) -> str:
+        return f"Param({self.name!r}, {self.default!r}, {self.kind!r})"
 
     def validate(self, value: str) -> str:
         """The value in its canonical spelling, or IscsiError(Err.INVAL) saying what is wrong."""
@@ -362,6 +380,8 @@ def _check_target(target: str) -> str:
 
 
 def _record_id(parts: Iterable[str], attempt: int) -> str:
+    import hashlib  # only new records need it (OpenSSL's loading is slow under emulation)
+
     text = "\0".join(parts) + f"\0{attempt}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:6]
 
@@ -432,30 +452,51 @@ def _get_field(obj: Mapping[str, Any], key: str, type_: type, kind: str) -> Any:
     return value
 
 
-@dataclass
 class NodeRecord:
     """A node record: one target reached through one portal and one iface."""
 
-    target: str
-    address: str
-    port: int
-    tpgt: int = -1
-    iface: str = DEFAULT_IFACE
-    record_id: str = ""
-    params: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.target = _check_target(self.target)
-        self.address = _check_address(self.address)
-        self.port = _check_port(self.port)
-        given = dict(self.params)
+    def __init__(
+        self,
+        target: str,
+        address: str,
+        port: int,
+        tpgt: int = -1,
+        iface: str = DEFAULT_IFACE,
+        record_id: str = "",
+        params: dict[str, str] | None = None,
+    ) -> None:
+        self.target = _check_target(target)
+        self.address = _check_address(address)
+        self.port = _check_port(port)
+        self.tpgt = tpgt
+        self.iface = iface
+        self.record_id = record_id
+        given = dict(params or {})
         self.params = {p.name: p.default for p in NODE_PARAMS}
         for name, value in given.items():
             param = _NODE_BY_NAME.get(name)
             if param is None:
                 raise IscsiError(Err.INVAL, f"invalid node parameter name '{name}'")
-            self.params[name] = param.validate(value)
+            # most values of a stored record are the defaults, valid and canonical as they are
+            self.params[name] = value if value == param.default else param.validate(value)
         self._sync()
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.target, self.address, self.port, self.tpgt, self.iface, self.record_id,
+                self.params)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NodeRecord):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"NodeRecord(target={self.target!r}, address={self.address!r}, port={self.port}, "
+            f"tpgt={self.tpgt}, iface={self.iface!r}, record_id={self.record_id!r})"
+        )
 
     def _sync(self) -> None:
         """Write the identity fields into params (they are the source of truth)."""
@@ -595,33 +636,51 @@ def _apply_config(
             raise IscsiError(Err.INVAL, f"iscsid.conf: {exc.message}") from None
 
 
-@dataclass
 class DiscoveryRecord:
     """A discovery record: a SendTargets (or iSNS) portal and how to log in to it."""
 
-    address: str
-    port: int
-    type: str = "sendtargets"
-    record_id: str = ""
-    params: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.type not in SUPPORTED_DISCOVERY_TYPES:
+    def __init__(
+        self,
+        address: str,
+        port: int,
+        type: str = "sendtargets",
+        record_id: str = "",
+        params: dict[str, str] | None = None,
+    ) -> None:
+        if type not in SUPPORTED_DISCOVERY_TYPES:
             raise IscsiError(
                 Err.UNKNOWN_DISCOVERY_TYPE,
-                f"unknown discovery type '{self.type}': expected "
+                f"unknown discovery type '{type}': expected "
                 + " or ".join(SUPPORTED_DISCOVERY_TYPES),
             )
-        self.address = _check_address(self.address)
-        self.port = _check_port(self.port)
-        given = dict(self.params)
+        self.type = type
+        self.record_id = record_id
+        self.address = _check_address(address)
+        self.port = _check_port(port)
+        given = dict(params or {})
         self.params = {p.name: p.default for p in self._table().values()}
         for name, value in given.items():
             param = self._table().get(ALIASES.get(name, name))
             if param is None:
                 raise IscsiError(Err.INVAL, f"invalid discovery parameter name '{name}'")
-            self.params[param.name] = param.validate(value)
+            self.params[param.name] = value if value == param.default else param.validate(value)
         self._sync()
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self.address, self.port, self.type, self.record_id, self.params)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DiscoveryRecord):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"DiscoveryRecord(address={self.address!r}, port={self.port}, type={self.type!r}, "
+            f"record_id={self.record_id!r})"
+        )
 
     def _table(self) -> dict[str, Param]:
         return _DISCOVERY_BY_TYPE[self.type]
@@ -715,6 +774,8 @@ class DiscoveryRecord:
 
 
 def _auth(get: Any, prefix: str, algs_name: str) -> AuthSettings:
+    from pyiscsid.settings import AuthSettings
+
     return AuthSettings(
         method=get(prefix + "authmethod"),
         username=get(prefix + "username"),
@@ -729,6 +790,8 @@ def login_settings(
     rec: NodeRecord, initiator_name: str, initiator_alias: str = ""
 ) -> LoginSettings:
     """What a normal session's login needs, from a node record (iface.initiatorname wins)."""
+    from pyiscsid.settings import LoginSettings
+
     get = rec.get
     operational = {
         "HeaderDigest": get(_CONN + "iscsi.HeaderDigest"),
@@ -753,6 +816,7 @@ def login_settings(
         auth=_auth(get, "node.session.auth.", "node.session.auth.chap_algs"),
         login_timeout=float(get(_CONN + "timeo.login_timeout")),
         operational=operational,
+        tcp_window_size=int(get(_CONN + "tcp.window_size")),
     )
 
 
@@ -768,6 +832,8 @@ def discovery_login_settings(
     rec: DiscoveryRecord, initiator_name: str, initiator_alias: str = ""
 ) -> LoginSettings:
     """What a SendTargets discovery session's login needs, from a discovery record."""
+    from pyiscsid.settings import LoginSettings
+
     if rec.type != "sendtargets":
         raise IscsiError(
             Err.UNKNOWN_DISCOVERY_TYPE, f"{rec.type} discovery does not log in to a portal"

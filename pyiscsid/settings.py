@@ -36,6 +36,7 @@ class LoginSettings:
     # {"HeaderDigest": "None", "MaxRecvDataSegmentLength": "262144", ...}
     operational: dict[str, str] = field(default_factory=dict)
     max_redirects: int = 8
+    tcp_window_size: int = 0  # SO_RCVBUF and SO_SNDBUF (node.conn[0].tcp.window_size); 0: auto
 
     @property
     def session_type(self) -> str:

@@ -73,6 +73,25 @@ def test_login_defaults_and_logout(tgtd: Tgtd) -> None:
         time.sleep(0.05)
 
 
+def test_tcp_window_size_sets_both_socket_buffers(tgtd: Tgtd) -> None:
+    """node.conn[0].tcp.window_size as open-iscsi applies it: SO_RCVBUF and SO_SNDBUF before
+    the connect (Linux reports twice the size asked for); 0 leaves the kernel's autotuning."""
+    import socket
+
+    tgtd.add_target(TARGET)
+    r = login("127.0.0.1", tgtd.port, settings(tcp_window_size=131072))
+    try:
+        assert r.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * 131072
+        assert r.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 2 * 131072
+    finally:
+        logout(r)
+    auto = login("127.0.0.1", tgtd.port, settings())
+    try:
+        assert auto.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) != 2 * 131072
+    finally:
+        logout(auto)
+
+
 def test_negotiated_parameters_follow_the_target(tgtd: Tgtd) -> None:
     tid = tgtd.add_target(TARGET)
     tgtd.set_param(tid, "MaxRecvDataSegmentLength", "16384")

@@ -114,3 +114,62 @@ def test_startup_with_a_corrupt_database_keeps_going(
     (db_dir / "discovery.db").write_bytes(b"not a database" * 100)
     assert startup.run(lambda a: {}, {}, ("iqn.i:x", ""), nr_sessions) == 0
     assert "startup: cannot read the database" in caplog.text
+
+
+def _iscsid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    from pyiscsid.daemon import Iscsid
+
+    (tmp_path / "initiatorname.iscsi").write_text("InitiatorName=iqn.2026-12.test:i\n")
+    monkeypatch.setenv("ISCSI_INITIATORNAME_FILE", str(tmp_path / "initiatorname.iscsi"))
+    monkeypatch.setenv("ISCSID_CONFIG", str(tmp_path / "absent.conf"))
+    return Iscsid(DaemonOptions())
+
+
+def test_login_many_reads_once_and_logs_in_at_once(
+    db_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Database() as db:
+        a = _node(db, "iqn.t:a", "manual", sessions=2)
+        b = _node(db, "iqn.t:b", "manual")
+        down = _node(db, "iqn.t:down", "manual")
+    d = _iscsid(tmp_path, monkeypatch)
+    sids = iter(range(10, 20))
+    lock = threading.Lock()
+
+    def login_record(rec: NodeRecord) -> int:
+        together.wait()  # every login waits for the others: they run at once
+        if rec.target == "iqn.t:down":
+            raise IscsiError(Err.TRANS_TIMEOUT, "no answer")
+        with lock:
+            return next(sids)
+
+    monkeypatch.setattr(d, "login_record", login_record)
+    ids = [a.record_id, b.record_id, "abcdef", a.record_id, down.record_id]
+    together = threading.Barrier(4, timeout=5)  # "abcdef" has no record: it never logs in
+    results = d.op_login_many({"record_ids": ids})["results"]
+    assert [r["code"] for r in results] == [0, 0, Err.NO_OBJS_FOUND, 0, Err.TRANS_TIMEOUT]
+    assert sorted(r["sid"] for r in results if r["code"] == 0) == [10, 11, 12]
+    assert results[2]["message"] == "no node record [abcdef]"
+    assert results[4] == {"code": Err.TRANS_TIMEOUT, "message": "no answer"}
+    with pytest.raises(IscsiError) as bad:
+        d.op_login_many({"record_ids": "abcdef"})
+    assert bad.value.code == Err.INVALID_MGMT_REQ
+
+
+def test_logout_many(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    d = _iscsid(tmp_path, monkeypatch)
+
+    def logout(args: dict[str, Any]) -> dict[str, Any]:
+        if args["sid"] == 7:
+            raise IscsiError(Err.SESS_NOT_FOUND, "no session 7")
+        return {}
+
+    monkeypatch.setattr(d, "op_logout", logout)
+    assert d.op_logout_many({"sids": [3, 7, 4]})["results"] == [
+        {"code": 0, "message": ""},
+        {"code": Err.SESS_NOT_FOUND, "message": "no session 7"},
+        {"code": 0, "message": ""},
+    ]
+    for bad in ([True], ["3"], 3):
+        with pytest.raises(IscsiError):
+            d.op_logout_many({"sids": bad})

@@ -60,7 +60,7 @@ def test_empty_database_creates_nothing(tmp_path):
 
 def test_default_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("ISCSI_DB_DIR", str(tmp_path / "env"))
-    assert Database().directory == tmp_path / "env"
+    assert Database().directory == str(tmp_path / "env")
     monkeypatch.delenv("ISCSI_DB_DIR")
     assert str(Database().directory) == "/var/db/iscsi"
 
@@ -71,9 +71,9 @@ def test_files_and_modes(db):
         db.add_node(node())
     finally:
         os.umask(old)
-    assert stat.S_IMODE(db.directory.stat().st_mode) == 0o700
+    assert stat.S_IMODE(Path(db.directory).stat().st_mode) == 0o700
     for name in ("node.db", "discovery.db"):
-        path = db.directory / name
+        path = Path(db.directory) / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.read_bytes()[:16] == b"SQLite format 3\0"
 
@@ -81,7 +81,7 @@ def test_files_and_modes(db):
 def test_dbm_sqlite3_layout(db):
     rec = db.add_node(node())
     db.close()
-    with sqlite3.connect(db.directory / "node.db") as conn:
+    with sqlite3.connect(Path(db.directory) / "node.db") as conn:
         schema = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'Dict'").fetchone()[0]
         rows = conn.execute("SELECT key, value FROM Dict").fetchall()
     assert " ".join(schema.split()) == (
@@ -145,6 +145,18 @@ def test_add_find_save_delete(db):
     with pytest.raises(IscsiError) as info:
         db.delete_node(a.record_id)
     assert info.value.code == Err.NO_OBJS_FOUND
+
+
+def test_nodes_by_id(db):
+    assert db.nodes_by_id(["abcdef"]) == {}  # no database yet
+    recs = [db.add_node(node(f"iqn.2003-01.org.example:n{i}")) for i in range(600)]
+    ids = [r.record_id for r in recs]
+    found = db.nodes_by_id([*ids, "abcdef"])  # more than one query's worth of ids
+    assert found == {r.record_id: r for r in recs}
+    assert db.nodes_by_id([f"[{ids[3].upper()}]"]) == {ids[3]: recs[3]}
+    with pytest.raises(IscsiError) as info:
+        db.nodes_by_id(["not-an-id"])
+    assert info.value.code == Err.INVAL
 
 
 def test_add_same_identity_overwrites(db):
@@ -315,7 +327,7 @@ def test_killed_writer_leaves_old_content(db):
     keep = db.add_node(node())
     db.save_discovery(DiscoveryRecord.new("10.0.0.1", 3260))
     db.close()
-    committed = (db.directory / "node.db").read_bytes()
+    committed = (Path(db.directory) / "node.db").read_bytes()
     ctx = multiprocessing.get_context("fork")
     parent_end, child_end = ctx.Pipe()
     proc = ctx.Process(target=_crasher, args=(str(db.directory), keep.record_id, child_end))
@@ -325,16 +337,16 @@ def test_killed_writer_leaves_old_content(db):
     proc.join(10)
     assert proc.exitcode == -signal.SIGKILL
     # the file holds half a transaction: the hot journal must undo it on the next open
-    assert (db.directory / "node.db-journal").exists()
-    assert (db.directory / "node.db").read_bytes() != committed  # torn on disk
+    assert (Path(db.directory) / "node.db-journal").exists()
+    assert (Path(db.directory) / "node.db").read_bytes() != committed  # torn on disk
     after = Database(db.directory)
     assert after.nodes() == [keep]
     assert after.nodes()[0].get("node.startup") == "manual"
     assert len(after.discoveries()) == 1
     after.add_node(node(T2))
     assert len(after.nodes()) == 2
-    assert not (db.directory / "node.db-journal").exists()
-    with sqlite3.connect(db.directory / "node.db") as conn:
+    assert not (Path(db.directory) / "node.db-journal").exists()
+    with sqlite3.connect(Path(db.directory) / "node.db") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -343,7 +355,7 @@ def test_corrupt_file(db, name):
     db.add_node(node())
     db.save_discovery(DiscoveryRecord.new("10.0.0.1", 3260))
     db.close()
-    path = db.directory / name
+    path = Path(db.directory) / name
     junk = bytes(range(256)) * 16 + os.urandom(4096)
     path.write_bytes(junk)
     for action in (
@@ -362,7 +374,7 @@ def test_corrupt_file(db, name):
 def test_corrupt_record_value(db):
     rec = db.add_node(node())
     db.close()
-    with sqlite3.connect(db.directory / "node.db") as conn:
+    with sqlite3.connect(Path(db.directory) / "node.db") as conn:
         conn.execute("UPDATE Dict SET value = CAST('{broken' AS BLOB)")
     with pytest.raises(IscsiError) as info:
         Database(db.directory).nodes()
@@ -382,5 +394,5 @@ def test_unwritable_directory(tmp_path):
 
 def test_database_paths(tmp_path):
     d = Database(Path(tmp_path))
-    assert d.node_path == tmp_path / "node.db"
-    assert d.discovery_path == tmp_path / "discovery.db"
+    assert d.node_path == str(tmp_path / "node.db")
+    assert d.discovery_path == str(tmp_path / "discovery.db")

@@ -231,6 +231,28 @@ def test_identities_and_pulses_read_only_what_they_need(sysfs: Path) -> None:
     assert ks.failed_sessions() == [(2, 0)]
 
 
+def test_identities_cached_for_a_sessions_lifetime(sysfs: Path) -> None:
+    link = sysfs / "sys" / "class" / "iscsi_session" / "session2"
+    sdir = link.resolve()
+    ks._identities.clear()
+    assert [i.target_name for i in ks.session_identities()] == [IQN]
+    _write(sdir / "targetname", "iqn.2026-12.test:other")
+    assert [i.target_name for i in ks.session_identities()] == [IQN]  # same session: no read
+    # the session goes, a new one gets its number (a new sysfs entry): read again
+    link.unlink()
+    assert ks.session_identities() == []
+    link.symlink_to(sdir)
+    assert [i.target_name for i in ks.session_identities()] == ["iqn.2026-12.test:other"]
+    # a session whose parameters are not set yet is not remembered as it is
+    link.unlink()
+    assert ks.session_identities() == []  # (a test file system may reuse the inode at once)
+    _write(sdir / "targetname", "")
+    link.symlink_to(sdir)
+    assert [i.target_name for i in ks.session_identities()] == [""]
+    _write(sdir / "targetname", IQN)
+    assert [i.target_name for i in ks.session_identities()] == [IQN]
+
+
 def test_wait_for_disks(sysfs: Path) -> None:
     assert ks.wait_for_disks(4, 0.1) == ["4:0:0:0"]  # /dev/sdb not there yet
     (sysfs / "dev" / "sdb").touch()

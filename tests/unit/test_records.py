@@ -395,6 +395,17 @@ def test_from_json_corrupt(data):
     assert info.value.code == Err.IDBM
 
 
+def test_defaults_are_valid_and_canonical():
+    """Stored values equal to the default skip validation when a record is read back: that is
+    right only if every default is a value its own validation keeps as it is."""
+    from pyiscsid.records import _DISCOVERY_BY_TYPE, NODE_PARAMS
+
+    tables = [NODE_PARAMS, *(t.values() for t in _DISCOVERY_BY_TYPE.values())]
+    for table in tables:
+        for param in table:
+            assert param.validate(param.default) == param.default, param.name
+
+
 def test_record_ids():
     a = node_record_id(TARGET, "10.0.0.1", 3260, "default")
     assert a == node_record_id(TARGET, "10.0.0.1", 3260, "default")
@@ -453,6 +464,7 @@ def test_login_settings():
     assert s.session_type == "Normal"
     assert s.isid == b"\x00\x02\x3d\x00\x00\x00"
     assert s.login_timeout == 7.0
+    assert s.tcp_window_size == 524288  # open-iscsi's default node.conn[0].tcp.window_size
     assert (s.auth.method, s.auth.username, s.auth.password) == ("CHAP", "u", "p")
     assert (s.auth.username_in, s.auth.password_in) == ("ui", "pi")
     assert s.auth.chap_algs == ["SHA256", "MD5"]
