@@ -369,7 +369,13 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
 			 more ? MSG_MORE : 0);
 }
 
-static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
+/*
+ * `more`: other PDUs follow at once, so the last piece of this one goes with
+ * MSG_MORE too and TCP fills whole segments across PDUs (a queue of 4 KiB
+ * writes leaves as 64 KiB segments, not one small one per command); the
+ * transmit work pushes when its queues run empty (xmit_push()).
+ */
+static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc, bool more)
 {
 	static const u8 zero[4];
 	struct kvec vec[2];
@@ -392,12 +398,12 @@ static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 		len += 4;
 		n++;
 	}
-	return n ? send_kvec(conn->sock, vec, n, len, 0) : 0;
+	return n ? send_kvec(conn->sock, vec, n, len, more ? MSG_MORE : 0) : 0;
 }
 
 /* Send len bytes of the command's buffer from offset, then padding/digest. */
 static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset,
-			u32 len)
+			u32 len, bool more)
 {
 	struct scatterlist *sg;
 	u32 crc = ~0, left = len;
@@ -427,8 +433,8 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 				kunmap_local(vaddr);
 			}
 			err = send_page(conn->sock, page, poff, chunk,
-					left > chunk || conn->datadgst || (len & 3) ?
-					MSG_MORE : 0);
+					left > chunk || conn->datadgst || (len & 3) ||
+					more ? MSG_MORE : 0);
 			if (err)
 				return err;
 			sg_off += chunk;
@@ -438,29 +444,30 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 	if (left)
 		return -EINVAL;	/* shorter than promised: checked before, cannot happen */
 	stat_add(conn, ISCSI_IF_STAT_TXDATA_OCTETS, len);
-	return send_pad_dgst(conn, len, crc);
+	return send_pad_dgst(conn, len, crc, more);
 }
 
-static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
+static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m, bool more)
 {
+	bool tail = (m->dlen & 3) || conn->datadgst;	/* padding or digest follow */
 	u32 crc;
 	int err;
 
-	err = send_hdr(conn, m->buf, m->hlen, m->dlen != 0);
+	err = send_hdr(conn, m->buf, m->hlen, m->dlen != 0 || more);
 	if (err || !m->dlen)
 		return err;
 	{
 		struct kvec v = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
 
-		err = send_kvec(conn->sock, &v, 1, m->dlen, MSG_MORE);
+		err = send_kvec(conn->sock, &v, 1, m->dlen, tail || more ? MSG_MORE : 0);
 	}
 	if (err)
 		return err;
 	crc = conn->datadgst ? crc32c(~0, m->buf + m->hlen, m->dlen) : 0;
-	return send_pad_dgst(conn, m->dlen, crc);
+	return send_pad_dgst(conn, m->dlen, crc, more);
 }
 
-static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task)
+static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task, bool more)
 {
 	u8 hbuf[ITCP_BHS + ITCP_ECDB_AHS_MAX];
 	size_t hlen = ITCP_BHS + task->ahs_len;
@@ -469,12 +476,12 @@ static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task)
 	task->hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
 	memcpy(hbuf, &task->hdr, ITCP_BHS);
 	memcpy(hbuf + ITCP_BHS, task->ahs, task->ahs_len);
-	err = send_hdr(conn, hbuf, hlen, task->imm_len != 0);
+	err = send_hdr(conn, hbuf, hlen, task->imm_len != 0 || more);
 	if (err)
 		return err;
 	stat_add(conn, ISCSI_IF_STAT_SCSICMD_PDUS, 1);
 	if (task->imm_len)
-		err = send_sg_data(conn, task_sc(task), 0, task->imm_len);
+		err = send_sg_data(conn, task_sc(task), 0, task->imm_len, more);
 	return err;
 }
 
@@ -547,6 +554,18 @@ static struct scsi_cmnd *task_xmit_done_locked(struct itcp_conn *conn,
 	return NULL;
 }
 
+/* Send what MSG_MORE held back: the queues ran empty. */
+static void xmit_push(struct itcp_conn *conn)
+{
+	tcp_sock_set_cork(conn->sock->sk, false);
+}
+
+static bool xmit_queued_locked(struct itcp_conn *conn)
+{
+	return !list_empty(&conn->mgmtq) || !list_empty(&conn->cmdq) ||
+	       !list_empty(&conn->dataq);
+}
+
 static void xmit_work_fn(struct work_struct *work)
 {
 	struct itcp_conn *conn = container_of(work, struct itcp_conn, xmit_work);
@@ -554,13 +573,14 @@ static void xmit_work_fn(struct work_struct *work)
 	unsigned int noio = memalloc_noio_save();
 	int budget = ITCP_XMIT_BUDGET;
 	struct scsi_cmnd *done;
+	bool held = false;	/* the last PDU went with MSG_MORE */
 
 	while (budget-- > 0 && !READ_ONCE(conn->xmit_dead)) {
 		struct itcp_mgmt *m = NULL;
 		struct itcp_task *task = NULL;
 		struct iscsi_data dhdr;
 		u32 off = 0, len = 0;
-		bool is_cmd = false;
+		bool is_cmd = false, more;
 		int err;
 
 		spin_lock_bh(&sess->lock);
@@ -593,12 +613,14 @@ static void xmit_work_fn(struct work_struct *work)
 				continue;
 			}
 		}
+		/* More to send right after this PDU (budget allowing)? */
+		more = budget > 0 && xmit_queued_locked(conn);
 		spin_unlock_bh(&sess->lock);
 
 		if (m) {
 			u8 op = m->buf[0] & ISCSI_OPCODE_MASK;
 
-			err = xmit_mgmt(conn, m);
+			err = xmit_mgmt(conn, m, more);
 			if (!err) {
 				if (op == ISCSI_OP_NOOP_OUT)
 					stat_add(conn, ISCSI_IF_STAT_NOPTX_PDUS, 1);
@@ -615,11 +637,11 @@ static void xmit_work_fn(struct work_struct *work)
 				kfree(m);
 		} else if (task) {
 			if (is_cmd) {
-				err = xmit_cmd(conn, task);
+				err = xmit_cmd(conn, task, more);
 			} else {
 				err = send_hdr(conn, &dhdr, ITCP_BHS, true);
 				if (!err)
-					err = send_sg_data(conn, task_sc(task), off, len);
+					err = send_sg_data(conn, task_sc(task), off, len, more);
 				if (!err)
 					stat_add(conn, ISCSI_IF_STAT_DATAOUT_PDUS, 1);
 			}
@@ -638,6 +660,7 @@ static void xmit_work_fn(struct work_struct *work)
 		} else {
 			break;	/* nothing to send */
 		}
+		held = more;
 		if (err) {
 			WRITE_ONCE(conn->xmit_dead, true);
 			if (err != -EPIPE && err != -ECONNRESET)
@@ -647,6 +670,8 @@ static void xmit_work_fn(struct work_struct *work)
 			break;
 		}
 	}
+	if (held && !READ_ONCE(conn->xmit_dead))
+		xmit_push(conn);
 	if (budget < 0 && !READ_ONCE(conn->xmit_dead))
 		queue_work(itcp_wq, &conn->xmit_work);
 	memalloc_noio_restore(noio);
