@@ -777,8 +777,25 @@ static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 	sess->tasks[tag] = task;
 	list_add_tail(&task->xmit_node, &conn->cmdq);
 	spin_unlock_bh(&sess->lock);
-	queue_work(itcp_wq, &conn->xmit_work);
+	/*
+	 * A batch from the block layer is sent when its last command is in
+	 * (or in commit_rqs): the transmit work then sends it in one go, the
+	 * commands coalesced into full TCP segments. The error handler's
+	 * commands come alone.
+	 */
+	if ((sc->flags & SCMD_LAST) || sc->submitter != SUBMITTED_BY_BLOCK_LAYER)
+		queue_work(itcp_wq, &conn->xmit_work);
 	return 0;
+}
+
+static void itcp_commit_rqs(struct Scsi_Host *shost, u16 hwq)
+{
+	struct itcp_session *sess = shost_sess(shost);
+
+	spin_lock_bh(&sess->lock);
+	if (sess->conn && !sess->conn->stopping)
+		queue_work(itcp_wq, &sess->conn->xmit_work);
+	spin_unlock_bh(&sess->lock);
 }
 
 /* -------------------------------------------------------------- receive */
@@ -1972,6 +1989,7 @@ static struct scsi_host_template itcp_sht = {
 	.name			= "iSCSI Initiator over TCP/IP",
 	.proc_name		= "iscsi_tcp",
 	.queuecommand		= itcp_queuecommand,
+	.commit_rqs		= itcp_commit_rqs,
 	.eh_abort_handler	= itcp_eh_abort,
 	.eh_device_reset_handler = itcp_eh_device_reset,
 	.eh_target_reset_handler = itcp_eh_target_reset,
