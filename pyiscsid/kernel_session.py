@@ -332,7 +332,7 @@ def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
         except IscsiError as exc:
             log.warning("session %d: cannot send the Logout Request: %s", sid, exc.message)
             timeout = 0.0
-        for event in events.wait(timeout):
+        for event in events.wait(timeout, sid):
             if getattr(event, "sid", sid) != sid:
                 continue
             if isinstance(event, RecvPduEvent):

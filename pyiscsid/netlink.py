@@ -84,6 +84,7 @@ NETLINK_GENERIC = 16
 NETLINK_ADD_MEMBERSHIP = 1
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
+NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 NLMSG_HDR = struct.Struct("=IHHII")
 
 DEFAULT_TIMEOUT = 30.0  # seconds for one request (SCAN of a large target can take a while)
@@ -221,6 +222,20 @@ def split_messages(buf: bytes) -> Iterator[tuple[int, int, int, bytes]]:
             raise IscsiError(Err.TRANS, f"malformed netlink message (length {length})")
         yield mtype, mflags, seq, buf[off : off + length]
         off += (length + 3) & ~3
+
+
+def sid_of(data: bytes) -> int | None:
+    """The SID attribute of a message, read without decoding the rest (None: it has none)."""
+    off = NLMSG_HDR.size + _GENL_HDR.size
+    end = len(data)
+    while off + _NLA_HDR.size <= end:
+        length, kind = _NLA_HDR.unpack_from(data, off)
+        if length < _NLA_HDR.size or off + length > end:
+            return None
+        if kind & NLA_TYPE_MASK == Attr.SID and length >= 8:
+            return int(struct.unpack_from("=I", data, off + 4)[0])
+        off += (length + 3) & ~3
+    return None
 
 
 def decode_msg(data: bytes) -> IscsiIfMsg:
@@ -696,8 +711,10 @@ class EventListener(_GenlSocket):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def poll(self, timeout: float | None = 0.0) -> list[Event]:
-        """The events of the next datagram ([] when none came within `timeout`; None: block)."""
+    def poll(self, timeout: float | None = 0.0, sid: int | None = None) -> list[Event]:
+        """The events of the next datagram ([] when none came within `timeout`; None: block).
+        `sid`: only that session's events (the others are skipped before they are decoded:
+        many logouts at once each see every session's events)."""
         try:
             buf = self._recv(timeout)
         except OSError as exc:
@@ -710,16 +727,19 @@ class EventListener(_GenlSocket):
         for mtype, _flags, _seq, data in split_messages(buf):
             if mtype != self.family_id:
                 continue
+            if sid is not None and sid_of(data) not in (None, sid):
+                continue
             event = decode_event(decode_msg(data))
             if event is not None:
                 events.append(event)
         return events
 
-    def wait(self, timeout: float) -> Iterator[Event]:
-        """Events as they come, until `timeout` seconds have passed."""
+    def wait(self, timeout: float, sid: int | None = None) -> Iterator[Event]:
+        """Events as they come (of session `sid` only, if given), until `timeout` seconds have
+        passed."""
         deadline = time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
-            yield from self.poll(left)
+            yield from self.poll(left, sid)
 
     def __iter__(self) -> Iterator[Event]:
         while True:

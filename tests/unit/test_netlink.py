@@ -277,3 +277,11 @@ def test_request_encoding_is_pyroute2s(cmd: int, attrs: dict[int, object]) -> No
 def test_reply_only_attributes_are_refused_in_requests() -> None:
     with pytest.raises(IscsiError, match="STATS"):
         nl.build_msg(FID, Cmd.GET_STATS, {Attr.STATS: {}})
+
+
+def test_sid_of_reads_the_sid_without_a_decode() -> None:
+    msg = nl.build_msg(0x20, Cmd.STOP_CONN, {Attr.CID: 3, Attr.SID: 42, Attr.STOP_FLAG: 1})
+    assert nl.sid_of(msg) == 42
+    assert nl.sid_of(nl.build_msg(0x20, Cmd.STOP_CONN, {Attr.CID: 3})) is None
+    last = nl.build_msg(0x20, Cmd.STOP_CONN, {Attr.CID: 3, Attr.SID: 42})
+    assert nl.sid_of(last[:-2]) is None  # a truncated attribute is not read past the end
