@@ -271,3 +271,18 @@ def test_ipc_connect_waits_for_room_in_a_full_listen_queue(tmp_path, monkeypatch
         assert client.getpeername() == path
         for s in [client, *queued]:
             s.close()
+
+
+def test_start_up_imports_stay_light() -> None:
+    """`-m session`, `-m node` (list, -L all, -U all) and the session logouts import no typing,
+    dataclasses, pathlib or hashlib: each costs iscsiadm about a tenth of a second under the
+    VM's software emulation (docs/internals.md)."""
+    code = (
+        "import sys\n"
+        "import pyiscsiadm.main, pyiscsiadm.session, pyiscsiadm.node, pyiscsiadm.common\n"
+        "import pyiscsiadm.sysfs, pyiscsid.db, pyiscsid.ipc, pyiscsid.records\n"
+        "heavy = {'typing', 'dataclasses', 'pathlib', 'hashlib', 'inspect', 'pyiscsid.settings'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "[]\n", "")
