@@ -850,6 +850,7 @@ static int rx_datain_hdr(struct itcp_conn *conn, const u8 *hdr)
 
 	stat_add(conn, ISCSI_IF_STAT_DATAIN_PDUS, 1);
 	spin_lock_bh(&sess->lock);
+	update_cmdsn(sess, hdr);
 	task = task_lookup_locked(sess, itt);
 	spin_unlock_bh(&sess->lock);
 	if (!task) {
@@ -895,6 +896,7 @@ static int rx_r2t(struct itcp_conn *conn, const u8 *hdr)
 	if (conn->rx_dlen)
 		return ISCSI_IF_ERR_PROTO;
 	spin_lock_bh(&sess->lock);
+	update_cmdsn(sess, hdr);
 	task = task_lookup_locked(sess, itt);
 	if (!task)
 		goto out;	/* completed or aborted meanwhile */
@@ -954,10 +956,11 @@ static int rx_hdr_done(struct itcp_conn *conn)
 				    conn->rx_dlen, conn->max_recv_dlength);
 		return ISCSI_IF_ERR_PROTO;
 	}
-	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
-	spin_unlock_bh(&sess->lock);
-
+	/*
+	 * ExpCmdSN/MaxCmdSN are taken in the same hold of sess->lock as the
+	 * task they come with (Data-In, R2T here; a SCSI Response when it is
+	 * complete, rx_scsi_rsp()): one lock round trip a PDU, not two.
+	 */
 	switch (op) {
 	case ISCSI_OP_SCSI_DATA_IN:
 		if (hdr[1] & ISCSI_FLAG_DATA_STATUS)
@@ -965,12 +968,22 @@ static int rx_hdr_done(struct itcp_conn *conn)
 		return rx_datain_hdr(conn, hdr);
 	case ISCSI_OP_R2T:
 		return rx_r2t(conn, hdr);
+	case ISCSI_OP_SCSI_CMD_RSP:
+		update_statsn(conn, hdr);
+		return 0;
+	default:
+		break;
+	}
+	spin_lock_bh(&sess->lock);
+	update_cmdsn(sess, hdr);
+	spin_unlock_bh(&sess->lock);
+
+	switch (op) {
 	case ISCSI_OP_NOOP_IN:
 		/* A ping from the target (ITT reserved) does not advance StatSN. */
 		if (get_unaligned_be32(hdr + 16) != ISCSI_RESERVED_TAG)
 			update_statsn(conn, hdr);
 		return 0;
-	case ISCSI_OP_SCSI_CMD_RSP:
 	case ISCSI_OP_SCSI_TMFUNC_RSP:
 	case ISCSI_OP_TEXT_RSP:
 	case ISCSI_OP_LOGOUT_RSP:
@@ -997,6 +1010,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 
 	stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 	spin_lock_bh(&sess->lock);
+	update_cmdsn(sess, hdr);
 	task = task_lookup_locked(sess, itt);
 	if (!task) {
 		spin_unlock_bh(&sess->lock);
