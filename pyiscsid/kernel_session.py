@@ -323,6 +323,7 @@ def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
     from pyiscsid.netlink import ConnErrorEvent, EventListener, RecvPduEvent, SessionDestroyedEvent
     from pyiscsid.uapi import Stop
 
+    t0 = time.monotonic()
     cids = connection_ids(sid) or [0]
     answered = False
     with EventListener() as events:  # subscribed before the request: the answer cannot slip by
@@ -346,7 +347,14 @@ def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
                 break
     if not answered:
         log.warning("session %d: no Logout Response, tearing down anyway", sid)
+    t1 = time.monotonic()
     error = _teardown(nl, sid, cids, Stop.TERM)
+    log.debug(
+        "session %d: Logout Response after %.0f ms, torn down in %.0f ms",
+        sid,
+        (t1 - t0) * 1e3,
+        (time.monotonic() - t1) * 1e3,
+    )
     if error is not None:
         raise IscsiError(Err.LOGOUT, f"session {sid}: could not be destroyed: {error.message}")
 
