@@ -1,0 +1,59 @@
+#!/bin/bash
+# Guest side of a quick A/B run: one fio workload against an LIO ramdisk, the in-kernel initiator
+# and our modules built from several directories, alternating in rounds (one boot). For trying a
+# data-path change before the full `make bench`:
+#   cp -r kernel /work/main/tests/vm/out/k-try && (edit) && make -C /lib/modules/$KVER/build \
+#       M=$PWD/tests/vm/out/k-try modules
+#   tests/vm/run-vm --timeout 1200 bench/variants.sh randwrite 4k 32 15 kernel tests/vm/out/k-try
+# Arguments: RW BS IODEPTH SECONDS MODULE_DIR...; prints "side round read_iops write_iops".
+set -uo pipefail
+cd "${VM_WORK:?run me through tests/vm/run-vm}"
+. tests/vm/lib.sh
+RW=${1:?RW}; BS=${2:?BS}; QD=${3:?IODEPTH}; RT=${4:?SECONDS}; shift 4
+DIRS=("$@")
+[ ${#DIRS[@]} -gt 0 ] || DIRS=(kernel)
+IQN=iqn.2003-01.org.linux-iscsi.vm:variants
+INITIATOR=iqn.2026-11.test:variants
+ip link set lo up
+lio_ramdisk $IQN 256 portal=127.0.0.1:3260
+
+run_fio() { # SIDE ROUND DISK
+	fio --name=v --filename="$3" --direct=1 --ioengine=libaio --rw="$RW" --bs="$BS" \
+		--iodepth="$QD" --runtime="$RT" --time_based --size=248M --randrepeat=0 \
+		--norandommap --output-format=json --output="$VM_OUT/$1-$2.json" >/dev/null 2>&1 \
+		|| { echo "$1 $2 fio failed"; return 1; }
+	python3 -c "import json; j = json.load(open('$VM_OUT/$1-$2.json'))['jobs'][0]; \
+print('$1 $2 %.0f %.0f' % (j['read']['iops'], j['write']['iops']))"
+}
+
+ours() { # MODULE_DIR ROUND
+	local state=/run/variants i pid disk
+	rm -rf $state
+	mkdir -p $state/db
+	echo "InitiatorName=$INITIATOR" >$state/initiatorname.iscsi
+	: >$state/iscsid.conf
+	export ISCSI_DB_DIR=$state/db ISCSID_SOCKET=$state/iscsid.sock
+	export ISCSID_CONFIG=$state/iscsid.conf ISCSI_INITIATORNAME_FILE=$state/initiatorname.iscsi
+	pyiscsi_kmod_up "$1"
+	.venv/bin/iscsid -f >$state/iscsid.log 2>&1 &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do [ -S $ISCSID_SOCKET ] && break; sleep 0.1; done
+	.venv/bin/iscsiadm -m discovery -t st -p 127.0.0.1:3260 >/dev/null
+	.venv/bin/iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login >/dev/null
+	disk=$(iscsi_disk $IQN)
+	run_fio "ours:$1" "$2" "$disk"
+	.venv/bin/iscsiadm -m node -U all >/dev/null
+	kill $pid
+	wait $pid
+	pyiscsi_kmod_down
+	unset ISCSI_DB_DIR ISCSID_SOCKET ISCSID_CONFIG ISCSI_INITIATORNAME_FILE
+}
+
+for round in 1 2; do
+	openiscsi_up $INITIATOR
+	iscsiadm -m discovery -t st -p 127.0.0.1:3260 >/dev/null
+	iscsiadm -m node -T $IQN -p 127.0.0.1:3260 --login >/dev/null
+	run_fio inkernel $round "$(iscsi_disk $IQN)"
+	openiscsi_down
+	for d in "${DIRS[@]}"; do ours "$d" $round; done
+done
