@@ -760,10 +760,9 @@ static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 	list_add_tail(&task->xmit_node, &conn->cmdq);
 	spin_unlock_bh(&sess->lock);
 	/*
-	 * A batch from the block layer is sent when its last command is in
-	 * (or in commit_rqs): the transmit work then sends it in one go, the
-	 * commands coalesced into full TCP segments. The error handler's
-	 * commands come alone.
+	 * A batch from the block layer wakes the transmit work once, at its
+	 * last command (or in commit_rqs). The error handler's commands come
+	 * alone.
 	 */
 	if ((sc->flags & SCMD_LAST) || sc->submitter != SUBMITTED_BY_BLOCK_LAYER)
 		queue_work(itcp_wq, &conn->xmit_work);
