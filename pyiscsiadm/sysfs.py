@@ -311,18 +311,6 @@ def list_sessions(brief: bool = False) -> list[SessionInfo]:
     return result
 
 
-def count_sessions(target: str, address: str, port: int, iface: str = "default") -> int:
-    """How many sessions run to this target through this persistent portal and iface."""
-    return sum(
-        1
-        for s in list_sessions(brief=True)
-        if s.target == target
-        and s.persistent_address.lower() == address.strip("[]").lower()
-        and s.persistent_port == port
-        and s.iface == iface
-    )
-
-
 def host_state(host_no: int) -> str | None:
     text = _try(f"{sysfs_root()}/class/scsi_host/host{host_no}/state")
     return text or None

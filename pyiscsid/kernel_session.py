@@ -811,13 +811,6 @@ def wait_for_disks(host_no: int, timeout: float) -> list[str]:
         time.sleep(0.02)
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text().strip()
-    except OSError:
-        return ""
-
-
 def session_stats(sid: int) -> dict[str, int]:
     """The kernel's counters for session `sid` (GET_STATS on its connection), named as
     `iscsiadm -m session -s` prints them: txdata_octets, ..., rjt_pdus, digest_err, timeout_err."""

@@ -360,5 +360,12 @@ def test_sysfs_reader_defaults(fake) -> None:
         (0, None, "running"),
         (1, "sda", "running"),
     ]
-    assert sysfs.count_sessions(T1, "127.0.0.1", 3260) == 1
-    assert sysfs.count_sessions(T1, "127.0.0.1", 3261) == 0
+    # the brief read (logouts, login's session count) has what names the session, no more
+    (brief,) = sysfs.list_sessions(brief=True)
+    assert (brief.sid, brief.target, brief.persistent_address, brief.persistent_port) == (
+        1,
+        T1,
+        "127.0.0.1",
+        3260,
+    )
+    assert (brief.iface, brief.host_no, brief.state) == ("default", -1, "Unknown")
