@@ -37,6 +37,7 @@
 #include <net/genetlink.h>
 #include <scsi/scsi_device.h>
 #include <scsi/scsi_host.h>
+#include <scsi/scsi_transport.h>
 
 #include "iscsi_if_kern.h"
 
@@ -914,6 +915,54 @@ static int session_fill(struct sk_buff *skb, struct iscsi_if_session *s)
 	return 0;
 }
 
+/**
+ * session_scan - scan the session's target for one LUN or all of them
+ * @s: the session
+ * @lun: the LUN, or SCAN_WILD_CARD
+ * @rescan: SCSI_SCAN_INITIAL (our own SCAN command) or SCSI_SCAN_MANUAL
+ *
+ * The target sits under the session device, as the in-kernel transport
+ * class places it (hostH/sessionS/targetH:0:0), so that udev's path_id and
+ * tools that walk the session directory find its disks. s->scan_lock keeps
+ * the scan and DESTROY_SESSION apart.
+ *
+ * Return: 0, or -ENOTCONN when the session is not logged in.
+ */
+static int session_scan(struct iscsi_if_session *s, u64 lun,
+			enum scsi_scan_mode rescan)
+{
+	int err = 0;
+
+	mutex_lock(&s->scan_lock);
+	if (s->removing || READ_ONCE(s->state) != ISCSI_IF_SESSION_LOGGED_IN)
+		err = -ENOTCONN;
+	else
+		scsi_scan_target(&s->dev, 0, 0, lun, rescan);
+	mutex_unlock(&s->scan_lock);
+	return err;
+}
+
+/*
+ * A write to /sys/class/scsi_host/hostH/scan ("C T L", "-" for any).
+ * Without this hook the midlayer would scan under the SCSI host itself and
+ * the disks would appear outside the session directory, where os-brick and
+ * udev do not look for them. Channel and target id are always 0 here: any
+ * other value matches nothing, as in the in-kernel transport class.
+ */
+static int iscsi_if_user_scan(struct Scsi_Host *shost, uint channel, uint id,
+			      u64 lun)
+{
+	if ((channel != SCAN_WILD_CARD && channel != 0) ||
+	    (id != SCAN_WILD_CARD && id != 0))
+		return 0;
+	return session_scan(iscsi_if_shost_session(shost), lun,
+			    SCSI_SCAN_MANUAL);
+}
+
+static struct scsi_transport_template iscsi_if_scsi_transport = {
+	.user_scan = iscsi_if_user_scan,
+};
+
 /* On error the caller undoes what was done with session_teardown(). */
 static int session_setup(struct iscsi_if_session *s, u32 cmds_max, u32 qdepth)
 {
@@ -932,6 +981,7 @@ static int session_setup(struct iscsi_if_session *s, u32 cmds_max, u32 qdepth)
 	shost->max_lun = 512;
 	shost->max_cmd_len = SCSI_MAX_VARLEN_CDB_SIZE;
 	shost->nr_hw_queues = 1;
+	shost->transportt = &iscsi_if_scsi_transport;
 	s->shost = shost;
 
 	if (t->create_session) {
@@ -1444,7 +1494,7 @@ static int cmd_scan(struct sk_buff *skb, struct genl_info *info)
 	struct iscsi_if_session *s;
 	unsigned int channel = SCAN_WILD_CARD, id = SCAN_WILD_CARD;
 	u64 lun = SCAN_WILD_CARD;
-	int err = 0;
+	int err;
 
 	if (info->attrs[ISCSI_IF_ATTR_CHANNEL])
 		channel = nla_get_u32(info->attrs[ISCSI_IF_ATTR_CHANNEL]);
@@ -1470,14 +1520,9 @@ static int cmd_scan(struct sk_buff *skb, struct genl_info *info)
 	/* Long (I/O to the target): without the global mutex, so that other
 	 * sessions and a STOP/DESTROY of this one are not held up.
 	 */
-	mutex_lock(&s->scan_lock);
-	if (s->removing || READ_ONCE(s->state) != ISCSI_IF_SESSION_LOGGED_IN) {
+	err = session_scan(s, lun, SCSI_SCAN_INITIAL);
+	if (err)
 		GENL_SET_ERR_MSG(info, "session is not logged in");
-		err = -ENOTCONN;
-	} else {
-		scsi_scan_target(&s->dev, 0, 0, lun, SCSI_SCAN_INITIAL);
-	}
-	mutex_unlock(&s->scan_lock);
 	put_device(&s->dev);
 	return err;
 }

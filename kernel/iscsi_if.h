@@ -177,6 +177,10 @@ enum iscsi_if_stat {
 	ISCSI_IF_STAT_REJECT_PDUS,
 	ISCSI_IF_STAT_DIGEST_ERR,
 	ISCSI_IF_STAT_TIMEOUT_ERR,
+	/* the transport's own, printed under "iSCSI Extended:" */
+	ISCSI_IF_STAT_TX_SENDPAGE_FAILURES,	/* a send on the socket failed */
+	ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR,	/* a BHS split across skbs */
+	ISCSI_IF_STAT_EH_ABORT_CNT,		/* SCSI error handler aborts */
 	__ISCSI_IF_STAT_MAX,
 };
 

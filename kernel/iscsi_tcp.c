@@ -289,16 +289,21 @@ static struct itcp_task *task_lookup_locked(struct itcp_session *sess, u32 itt)
 
 /* ------------------------------------------------------------- transmit */
 
-static int send_kvec(struct socket *sock, struct kvec *vec, int n, size_t len,
+/*
+ * txdata_octets counts every byte that leaves on the socket (headers,
+ * digests and padding included), as the in-kernel iscsi_tcp does.
+ */
+static int send_kvec(struct itcp_conn *conn, struct kvec *vec, int n, size_t len,
 		     int flags)
 {
 	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
 	int ret;
 
 	while (len) {
-		ret = kernel_sendmsg(sock, &msg, vec, n, len);
+		ret = kernel_sendmsg(conn->sock, &msg, vec, n, len);
 		if (ret <= 0)
 			return ret ? ret : -EPIPE;
+		stat_add(conn, ISCSI_IF_STAT_TXDATA_OCTETS, ret);
 		len -= ret;
 		/* advance the vector */
 		while (ret && n) {
@@ -316,9 +321,10 @@ static int send_kvec(struct socket *sock, struct kvec *vec, int n, size_t len,
 	return 0;
 }
 
-static int send_page(struct socket *sock, struct page *page, unsigned int off,
+static int send_page(struct itcp_conn *conn, struct page *page, unsigned int off,
 		     size_t len, int flags)
 {
+	struct socket *sock = conn->sock;
 	int ret;
 
 	while (len) {
@@ -343,8 +349,11 @@ static int send_page(struct socket *sock, struct page *page, unsigned int off,
 			ret = kernel_sendmsg(sock, &msg, &v, 1, len);
 			kunmap_local(vaddr);
 		}
-		if (ret <= 0)
+		if (ret <= 0) {
+			stat_add(conn, ISCSI_IF_STAT_TX_SENDPAGE_FAILURES, 1);
 			return ret ? ret : -EPIPE;
+		}
+		stat_add(conn, ISCSI_IF_STAT_TXDATA_OCTETS, ret);
 		off += ret;
 		len -= ret;
 	}
@@ -365,7 +374,7 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
 		vec[1].iov_len = 4;
 		n = 2;
 	}
-	return send_kvec(conn->sock, vec, n, hlen + (n == 2 ? 4 : 0),
+	return send_kvec(conn, vec, n, hlen + (n == 2 ? 4 : 0),
 			 more ? MSG_MORE : 0);
 }
 
@@ -398,7 +407,7 @@ static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 		len += 4;
 		n++;
 	}
-	return n ? send_kvec(conn->sock, vec, n, len, 0) : 0;
+	return n ? send_kvec(conn, vec, n, len, 0) : 0;
 }
 
 /* Send len bytes of the command's buffer from offset, then padding/digest. */
@@ -432,7 +441,7 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 				crc = crc32c(crc, vaddr + poff, chunk);
 				kunmap_local(vaddr);
 			}
-			err = send_page(conn->sock, page, poff, chunk,
+			err = send_page(conn, page, poff, chunk,
 					left > chunk || conn->datadgst || (len & 3) ?
 					MSG_MORE : 0);
 			if (err)
@@ -443,7 +452,6 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 	}
 	if (left)
 		return -EINVAL;	/* shorter than promised: checked before, cannot happen */
-	stat_add(conn, ISCSI_IF_STAT_TXDATA_OCTETS, len);
 	return send_pad_dgst(conn, len, crc);
 }
 
@@ -459,7 +467,7 @@ static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
 	{
 		struct kvec v = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
 
-		err = send_kvec(conn->sock, &v, 1, m->dlen, tail ? MSG_MORE : 0);
+		err = send_kvec(conn, &v, 1, m->dlen, tail ? MSG_MORE : 0);
 	}
 	if (err)
 		return err;
@@ -1156,10 +1164,10 @@ static void rx_pdu_done(struct itcp_conn *conn)
 
 	switch (op) {
 	case ISCSI_OP_SCSI_DATA_IN:
-		if (conn->rx_task) {
-			stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, conn->rx_dlen);
-			if (hdr[1] & ISCSI_FLAG_DATA_STATUS)
-				rx_datain_status(conn, conn->rx_task);
+		/* Status in the last Data-In counts as a response, as in libiscsi. */
+		if (conn->rx_task && (hdr[1] & ISCSI_FLAG_DATA_STATUS)) {
+			stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
+			rx_datain_status(conn, conn->rx_task);
 		}
 		break;
 	case ISCSI_OP_SCSI_CMD_RSP:
@@ -1235,6 +1243,8 @@ static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
 		switch (conn->rx_state) {
 		case RX_BHS:
 			n = min_t(size_t, ITCP_BHS - conn->rx_got, avail);
+			if (!conn->rx_got && n < ITCP_BHS)	/* split across skbs */
+				stat_add(conn, ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR, 1);
 			if (skb_copy_bits(skb, off, conn->rx_hdr + conn->rx_got, n))
 				goto fault;
 			conn->rx_got += n;
@@ -1358,10 +1368,12 @@ pdu_done:
 	}
 	if (conn->rx_state == RX_DEAD)
 		desc->count = 0;
+	stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, used);
 	return used;
 fault:
 	conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
 	desc->count = 0;
+	stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, used);
 	return used;
 }
 
@@ -1456,6 +1468,8 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 		spin_unlock_bh(&sess->lock);
 		goto out;
 	}
+	if (func == ISCSI_TM_FUNC_ABORT_TASK)
+		stat_add(conn, ISCSI_IF_STAT_EH_ABORT_CNT, 1);
 	memset(hdr, 0, sizeof(*hdr));
 	hdr->opcode = ISCSI_OP_SCSI_TMFUNC | ISCSI_OP_IMMEDIATE;
 	hdr->flags = ISCSI_FLAG_CMD_FINAL | func;

@@ -15,7 +15,8 @@ What is read, relative to the root ($PYISCSI_SYSFS, default /sys), as open-iscsi
     class/iscsi_host/hostH/            ipaddress hwaddress netdev initiatorname
     class/scsi_host/hostH/             proc_name (iscsi_tcp -> transport "tcp") state
     <session device>/targetH:0:T/H:0:T:L/   state, block/sdX (or a block:sdX link)
-    module/scsi_transport_iscsi/version     (-P 3's first line; else module/iscsi_if/version)
+    module/scsi_transport_iscsi/version     (-P 3's first line; with module/iscsi_if instead:
+                                       TRANSPORT_CLASS_VERSION, the layout iscsi_if follows)
 
 Missing files read as "unknown" (-1, or the defaults open-iscsi uses), never as errors, except
 a session without a readable targetname, which is skipped as open-iscsi skips it.
@@ -264,8 +265,9 @@ def read_session(sid: int, brief: bool = False) -> SessionInfo:
         proc = _try(f"{root}/scsi_host/host{host_no}/proc_name")
         if proc:
             s.transport = proc.removeprefix("iscsi_")
-        s.hwaddress = _try(f"{hdir}/hwaddress", DEFAULT)
-        s.netdev = _try(f"{hdir}/netdev", DEFAULT)
+        # empty when no iface binds the session to a NIC: open-iscsi prints "default" then
+        s.hwaddress = _try(f"{hdir}/hwaddress") or DEFAULT
+        s.netdev = _try(f"{hdir}/netdev") or DEFAULT
         s.ipaddress = _try(f"{hdir}/ipaddress", DEFAULT)
         if not s.initiatorname:
             s.initiatorname = _try(f"{hdir}/initiatorname")
@@ -316,13 +318,20 @@ def host_state(host_no: int) -> str | None:
     return text or None
 
 
+# iscsi_if lays out sysfs as this version of the in-kernel iSCSI transport class does, so -P 3
+# names it where open-iscsi prints scsi_transport_iscsi's version.
+TRANSPORT_CLASS_VERSION = "2.0-870"
+
+
 def kernel_version() -> str | None:
-    """The transport class version -P 3 prints first (None: the line is left out)."""
+    """The transport class version -P 3 prints first (None: no iSCSI module is loaded and the
+    line is left out, as open-iscsi leaves it out)."""
     root = f"{sysfs_root()}/module"
-    for module in ("scsi_transport_iscsi", "iscsi_if"):
-        text = _try(f"{root}/{module}/version")
-        if text:
-            return text
+    text = _try(f"{root}/scsi_transport_iscsi/version")
+    if text:
+        return text
+    if os.path.isdir(f"{root}/iscsi_if"):
+        return TRANSPORT_CLASS_VERSION
     return None
 
 

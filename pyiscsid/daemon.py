@@ -285,14 +285,14 @@ class Iscsid:
             )
             if present >= records.nr_sessions(rec):
                 raise IscsiError(Err.SESS_EXISTS)
-            from pyiscsid.login import login
+            from pyiscsid.login import login_retrying
 
             settings = records.login_settings(rec, self.initiator_name, self.initiator_alias)
             with self.isids.reserve(rec.target, sessions) as isid:
                 settings.isid = isid
                 log.info("login to %s %s (ISID %s)", rec.target, rec.portal, isid.hex())
                 t1 = time.monotonic()
-                result = login(rec.address, rec.port, settings)
+                result = login_retrying(rec.address, rec.port, settings, log=log.info)
                 t2 = time.monotonic()
                 try:
                     sid = k.start_session(rec, result, settings.initiator_name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -535,6 +536,50 @@ def login(address: str, port: int, settings: LoginSettings, *, cmdsn: int = 1) -
         except BaseException:
             sock.close()
             raise
+
+
+# Seconds between two attempts of a session's first login (open-iscsi waits as long after a
+# failed connect before it tries again).
+INITIAL_LOGIN_REOPEN_DELAY = 3.0
+# Failures that another attempt cannot mend: the target refused us or our credentials, or our
+# own settings are wrong.
+_FATAL_LOGIN_ERRORS = frozenset({Err.LOGIN_AUTH_FAILED, Err.FATAL_LOGIN, Err.INVAL})
+
+
+def login_retrying(
+    address: str,
+    port: int,
+    settings: LoginSettings,
+    *,
+    reopen_delay: float = INITIAL_LOGIN_REOPEN_DELAY,
+    log: Callable[[str], None] | None = None,
+) -> LoginResult:
+    """A session's first login, tried again as open-iscsi's iscsid tries it.
+
+    Every failure but a fatal one (authentication, a login rejected by the target, a bad
+    setting) is followed by another attempt `reopen_delay` seconds later, until
+    `settings.initial_login_retry_max * settings.login_timeout` seconds have passed since the
+    first; then the last error is raised. A portal that could not be connected to ends as
+    TRANS_TIMEOUT (8, "connection timed out"), whether the connects were refused or timed out,
+    as open-iscsi reports it; `log` (if given) hears of each retry.
+    """
+    give_up = time.monotonic() + settings.initial_login_retry_max * settings.login_timeout
+    while True:
+        try:
+            return login(address, port, settings)
+        except IscsiError as exc:
+            last = exc
+        if last.code in _FATAL_LOGIN_ERRORS or time.monotonic() + reopen_delay > give_up:
+            break
+        if log is not None:
+            log(
+                f"login to {_fmt_portal(address, port)} failed ({last.message}); "
+                f"trying again in {reopen_delay:g} s"
+            )
+        time.sleep(reopen_delay)
+    if last.code == Err.TRANS:
+        raise IscsiError(Err.TRANS_TIMEOUT, last.message) from last
+    raise last
 
 
 # ---------------------------------------------------------------------------------------------

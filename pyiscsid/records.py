@@ -815,6 +815,7 @@ def login_settings(
         initiator_alias=initiator_alias,
         auth=_auth(get, "node.session.auth.", "node.session.auth.chap_algs"),
         login_timeout=float(get(_CONN + "timeo.login_timeout")),
+        initial_login_retry_max=int(get("node.session.initial_login_retry_max")),
         operational=operational,
         tcp_window_size=int(get(_CONN + "tcp.window_size")),
     )

@@ -32,6 +32,9 @@ class LoginSettings:
     cid: int = 0
     auth: AuthSettings = field(default_factory=AuthSettings)
     login_timeout: float = 15.0  # seconds for the whole login (node.conn[0].timeo.login_timeout)
+    # A session's first login is retried for initial_login_retry_max * login_timeout seconds
+    # (node.session.initial_login_retry_max; login_retrying())
+    initial_login_retry_max: int = 0
     # Operational keys we propose, by their RFC 7143 names, e.g.
     # {"HeaderDigest": "None", "MaxRecvDataSegmentLength": "262144", ...}
     operational: dict[str, str] = field(default_factory=dict)

@@ -173,6 +173,23 @@ def test_session_listings_match_captures(fake, capsys, nn, argv) -> None:
     assert run(capsys, *argv) == (want.stdout, want.stderr, want.exit)
 
 
+@pytest.mark.parametrize(("nn", "level"), [("28", "1"), ("30", "3")])
+def test_iscsi_if_layout_matches_captures(fake, capsys, nn, level) -> None:
+    """As our iscsi_if module lays sysfs out: module/iscsi_if instead of scsi_transport_iscsi,
+    and an empty hwaddress and netdev when no iface binds the session to a NIC. -P 1 and -P 3
+    still print open-iscsi's lines (the transport class version, `default`)."""
+    root, _ = fake
+    add_session(root, 1, 0, T1)
+    (root / "module" / "scsi_transport_iscsi" / "version").unlink()
+    (root / "module" / "scsi_transport_iscsi").rmdir()
+    (root / "module" / "iscsi_if").mkdir()
+    host = root / "class" / "iscsi_host" / "host0"
+    (host / "hwaddress").write_text("\n")
+    (host / "netdev").write_text("\n")
+    want = capture(nn)
+    assert run(capsys, "-m", "session", "-P", level) == (want.stdout, want.stderr, want.exit)
+
+
 def test_four_sessions_listing(fake, capsys) -> None:
     """37: four sessions, sorted as sysfs lists them."""
     root, _ = fake

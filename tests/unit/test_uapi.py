@@ -66,7 +66,8 @@ def test_params_and_small_enums() -> None:
     assert [s.name for s in uapi.SessionState] == ["LOGGED_IN", "FAILED", "FREE"]
     assert [int(s) for s in uapi.SessionState] == [1, 2, 3]
     assert uapi.Stat.TXDATA_OCTETS == 1 and uapi.Stat.TIMEOUT_ERR == 21
-    assert uapi.STAT_MAX == 22
+    assert uapi.Stat.EH_ABORT_CNT == 24
+    assert uapi.STAT_MAX == 25
 
 
 def test_header_is_package_data_and_identical() -> None:

@@ -15,7 +15,7 @@ SCRIPT = _DATAPATH.parent / "session_life.sh"
 pytestmark = pytest.mark.vm
 
 CASES = ("pidfile", "login_all", "nr_sessions", "rescan", "takeover", "startup",
-         "async_logout", "uid_refused", "done")  # fmt: skip
+         "async_logout", "uid_refused", "dead_portal", "done")  # fmt: skip
 
 
 def test_session_life(modules: None, capsys: pytest.CaptureFixture[str]) -> None:

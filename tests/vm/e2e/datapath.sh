@@ -16,6 +16,9 @@
 # 8. kill -9 iscsid with a session up: I/O still runs, rmmod refused, a small script tears the
 #    session down, both modules unload
 # 9. the in-kernel initiator (Debian's open-iscsi) on the same LIO target: dd MB/s for comparison
+# 10. parity with open-iscsi: `-m session -r SID -P 1/-P 3` and `-s` of both initiators' LIO
+#    sessions, after the same login and the same I/O (the host side compares them:
+#    {ours,inkernel}-{P1,P3,stats}.txt)
 set -uo pipefail
 cd "${VM_WORK:?run me through tests/vm/run-vm}"
 . tests/vm/lib.sh
@@ -55,6 +58,24 @@ disk_of() {
 	done
 	return 1
 }
+# parity_io DISK: the same I/O on either initiator's disk before its counters are compared
+parity_io() {
+	dd if=/dev/urandom of="$1" bs=64k count=16 oflag=direct status=none || fail "parity write $1"
+	dd if="$1" of=/dev/null bs=64k count=16 iflag=direct status=none || fail "parity read $1"
+}
+
+# parity_capture ISCSIADM SID DISK LABEL: -P 1, -P 3 and -s of one session into $VM_OUT
+parity_capture() {
+	local adm=$1 sid=$2 level
+	for level in 1 3; do
+		"$adm" -m session -r "$sid" -P $level >"$VM_OUT/$4-P$level.txt" 2>&1 \
+			|| fail "$4: iscsiadm -m session -r $sid -P $level (exit $?)"
+	done
+	parity_io "$3"
+	"$adm" -m session -r "$sid" -s >"$VM_OUT/$4-stats.txt" 2>&1 \
+		|| fail "$4: iscsiadm -m session -r $sid -s (exit $?)"
+}
+
 sid_of() {
 	local s
 	for s in /sys/class/iscsi_session/session*; do
@@ -162,6 +183,7 @@ $expected"
 result session_listing ok
 $ADM -m session -P 3 >"$VM_OUT/session-P3.txt" 2>&1 || fail "iscsiadm -m session -P 3 (exit $?)"
 grep -q "Target: $IQN_LIO" "$VM_OUT/session-P3.txt" || fail "-P 3 lacks the LIO target"
+parity_capture "$ADM" "$sid_lio" "$lio_disk" ours
 
 step "data: LIO ramdisk"
 verify_data "$lio_disk"
@@ -222,6 +244,7 @@ openiscsi_up $INITIATOR
 $SYS_ADM -m discovery -t st -p 127.0.0.1:3260 >/dev/null || fail "open-iscsi discovery"
 $SYS_ADM -m node -T $IQN_LIO -p 127.0.0.1:3260 --login >/dev/null || fail "open-iscsi login"
 kdisk=$(disk_of $IQN_LIO) || fail "no disk with the in-kernel initiator"
+parity_capture "$SYS_ADM" "$(sid_of $IQN_LIO)" "$kdisk" inkernel
 dd_bench "$kdisk" inkernel
 openiscsi_down
 tgt_down

@@ -16,6 +16,7 @@
 # 6. a target that asks for a logout (Async Message): iscsid logs out, logs in again with the
 #    same ISID, the SID stays
 # 7. -u with another uid is refused clearly; iscsid's pid file
+# 8. --login to a portal where nothing listens: retried, then exit 8 as open-iscsi ends it
 set -uo pipefail
 cd "${VM_WORK:?run me through tests/vm/run-vm}"
 . tests/vm/lib.sh
@@ -256,6 +257,32 @@ grep -q "cannot run as uid 4242: the iscsi_if kernel interface needs CAP_NET_ADM
 	|| { cat /tmp/uid.out; fail "iscsid -u: unclear refusal"; }
 kill -0 $ISCSID_PID || fail "the running iscsid died"
 result uid_refused ok
+
+# ---------------------------------------------------------------------------------------------
+step "8. login to a portal where nothing listens"
+DEAD=$BASE-dead
+adm -m node -o new -T $DEAD -p 127.0.0.1:3999 >/dev/null || fail "-o new for the dead portal"
+for kv in node.session.initial_login_retry_max=1 node.conn[0].timeo.login_timeout=4; do
+	adm -m node -T $DEAD -p 127.0.0.1:3999 -o update -n "${kv%%=*}" -v "${kv#*=}" \
+		|| fail "-o update $kv"
+done
+t0=$(date +%s%N)
+adm -m node -T $DEAD -p 127.0.0.1:3999 --login >/tmp/dead.out 2>/tmp/dead.err
+rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+printf '%s\n' "Logging in to [iface: default, target: $DEAD, portal: 127.0.0.1,3999]" >/tmp/dead.want
+printf '%s\n' "iscsiadm: Could not login to [iface: default, target: $DEAD, portal: 127.0.0.1,3999]." \
+	"iscsiadm: initiator reported error (8 - connection timed out)" \
+	"iscsiadm: Could not log into all portals" >/tmp/dead.wanterr
+[ $rc = 8 ] || { cat /tmp/dead.out /tmp/dead.err; fail "dead portal: exit $rc, not 8"; }
+cmp -s /tmp/dead.out /tmp/dead.want || { cat /tmp/dead.out; fail "dead portal: stdout"; }
+cmp -s /tmp/dead.err /tmp/dead.wanterr || { cat /tmp/dead.err; fail "dead portal: stderr"; }
+# retried for initial_login_retry_max * login_timeout = 4 s, an attempt every 3 s
+[ $ms -ge 2900 ] && [ $ms -lt 15000 ] || fail "dead portal: gave up after $ms ms"
+[ "$(grep -c "login to 127.0.0.1:3999 failed (cannot make connection to 127.0.0.1: Connection refused); trying again in 3 s" $STATE/iscsid.log)" = 1 ] \
+	|| { tail -n 20 $STATE/iscsid.log; fail "dead portal: the retry is not in iscsid's log"; }
+result dead_portal_ms $ms
+result dead_portal ok
 
 step "teardown"
 teardown_pyiscsi
