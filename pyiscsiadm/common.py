@@ -270,13 +270,15 @@ def logout_sessions(sessions: Iterable[SessionInfo]) -> int:
     return rc
 
 
-def session_matches(s: SessionInfo, opts: Options) -> bool:
-    """Whether a session matches -T/-p/-I (open-iscsi's __iscsi_match_session)."""
+def session_matches(s: SessionInfo, opts: Options, default_port: int = -1) -> bool:
+    """Whether a session matches -T/-p/-I (open-iscsi's __iscsi_match_session). A portal
+    without a port matches any port, or only `default_port` (node mode: 3260, as open-iscsi)."""
     if opts.targetname and s.target != opts.targetname:
         return False
     if opts.portal is not None:
         if s.persistent_address.lower() != opts.portal.address.strip("[]").lower():
             return False
-        if opts.portal.port != -1 and s.persistent_port != opts.portal.port:
+        port = opts.portal.port if opts.portal.port != -1 else default_port
+        if port != -1 and s.persistent_port != port:
             return False
     return not (opts.iface and s.iface != opts.iface)

@@ -66,12 +66,15 @@ def record_op(env: Env) -> int:
     o = env.opts
     ops = o.op_names
     drec = _find(env)
+    # Not found: discoverydb mode says so with exit 6 (os-brick then makes the record with
+    # --op new); discovery mode with "!" and exit 7, as open-iscsi words them.
+    missing = (" not found.", Err.IDBM) if o.mode == "discoverydb" else (" not found!", Err.INVAL)
     if o.record_id is not None and drec is None:
-        raise fail(f"Discovery record [{o.record_id}] not found!")
+        raise fail(f"Discovery record [{o.record_id}]{missing[0]}", missing[1])
     if drec is None:
         address, port = _portal(env)
         if "new" not in ops:
-            raise fail(f"Discovery record [{address},{port}] not found!")
+            raise fail(f"Discovery record [{address},{port}]{missing[0]}", missing[1])
     if "new" in ops:
         return op_new(env, drec)
     assert drec is not None

@@ -89,16 +89,9 @@ def dispatch(env: Env) -> int:
             return int(Err.NO_OBJS_FOUND)
         output.error("host mode is not supported by this initiator.")
         return int(Err.OP_NOT_SUPP)
-    # iface: only the built-in "default" iface (tcp) exists
-    o = env.opts
-    if not o.op_names and o.iface is None:
-        output.info("default tcp,<empty>,<empty>,<empty>,<empty>")
-        return 0
-    if o.iface not in (None, "default"):
-        output.error(f"Could not read iface {o.iface} (6).")
-        return int(Err.IDBM)
-    output.error("iface mode: only the default iface exists and it cannot be changed.")
-    return int(Err.OP_NOT_SUPP)
+    from pyiscsiadm import iface
+
+    return iface.run(env)
 
 
 def kill_iscsid() -> int:

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from pyiscsid.records import NodeRecord
 
 STARTUP_MODES = ("all", "manual", "automatic", "onboot")
+# node mode's port when -p gives none, for records and sessions alike (open-iscsi's)
+ISCSI_LISTEN_PORT = 3260
 
 
 def run(env: Env) -> int:
@@ -42,7 +44,9 @@ def run(env: Env) -> int:
     if o.logout:
         from pyiscsiadm import sysfs
 
-        sessions = [s for s in sysfs.list_sessions(brief=True) if session_matches(s, o)]
+        sessions = [
+            s for s in sysfs.list_sessions(brief=True) if session_matches(s, o, ISCSI_LISTEN_PORT)
+        ]
         if not sessions:
             raise fail("No matching sessions found", Err.NO_OBJS_FOUND)
         return logout_sessions(sessions)
@@ -81,7 +85,7 @@ def _criteria(env: Env) -> dict[str, object]:
         crit["target"] = o.targetname
     if o.portal is not None:
         crit["address"] = o.portal.address
-        crit["port"] = o.portal.port if o.portal.port != -1 else 3260
+        crit["port"] = o.portal.port if o.portal.port != -1 else ISCSI_LISTEN_PORT
     if o.iface:
         crit["iface"] = o.iface
     if o.record_id:
@@ -202,7 +206,7 @@ def op_new(env: Env) -> int:
         raise fail(
             "Error while adding record: a portal is needed (-p ip[:port]) to add a node record"
         )
-    port = o.portal.port if o.portal.port != -1 else 3260
+    port = o.portal.port if o.portal.port != -1 else ISCSI_LISTEN_PORT
     if not o.targetname:
         return new_from_sendtargets(env, o.portal.address, port)
     try:
@@ -274,7 +278,7 @@ def session_action(env: Env) -> int:
     """-R (rescan) / -s (stats) on the sessions of the selected records."""
     from pyiscsiadm import sysfs
 
-    sessions = [s for s in sysfs.list_sessions() if session_matches(s, env.opts)]
+    sessions = [s for s in sysfs.list_sessions() if session_matches(s, env.opts, ISCSI_LISTEN_PORT)]
     if not sessions:
         raise fail("No session found.", Err.NO_OBJS_FOUND)
     from pyiscsiadm.session import rescan, stats

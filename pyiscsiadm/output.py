@@ -27,8 +27,13 @@ PROG = "iscsiadm"
 
 def error(message: str) -> None:
     """open-iscsi's log_error: `iscsiadm: message` on stderr."""
+    raw_error(f"{PROG}: {message}")
+
+
+def raw_error(line: str) -> None:
+    """A line on stderr as it is (libopeniscsiusr's messages carry no `iscsiadm:` prefix)."""
     sys.stdout.flush()
-    sys.stderr.write(f"{PROG}: {message}\n")
+    sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
 

@@ -426,6 +426,14 @@ def _dump(params: Mapping[str, str], table: Iterable[Param], show: bool, family:
     return "\n".join(lines) + "\n"
 
 
+def iface_dump(name: str, transport_name: str) -> str:
+    """`iscsiadm -m iface -I NAME` of an iface with nothing set but its name and transport (the
+    built-in ones), as open-iscsi 2.1.8 prints it: the node record's iface.* keys, IPv4 family."""
+    params = {"iface.iscsi_ifacename": name, "iface.transport_name": transport_name}
+    table = [p for p in NODE_PARAMS if p.name.startswith("iface.")]
+    return _dump(params, table, False, "ipv4")
+
+
 def _bad_json(kind: str, detail: str) -> IscsiError:
     return IscsiError(Err.IDBM, f"corrupt {kind} record in the database: {detail}")
 

@@ -386,3 +386,12 @@ def test_sysfs_reader_defaults(fake) -> None:
         3260,
     )
     assert (brief.iface, brief.host_no, brief.state) == ("default", -1, "Unknown")
+
+
+def test_node_mode_portal_without_port_means_3260(fake, capsys) -> None:
+    """-m node -p IP (no port) is IP:3260 for sessions as for records, as in open-iscsi
+    (csi-driver-iscsi logs out and rescans with -p IP)."""
+    root, _ = fake
+    add_session(root, 1, 0, T1, port=3261)
+    out, err, code = run(capsys, "-m", "node", "-T", T1, "-p", "127.0.0.1", "--logout")
+    assert (out, err, code) == ("", "iscsiadm: No matching sessions found\n", 21)

@@ -124,6 +124,20 @@ for ((i = 0; i < 50; i++)); do pidof iscsid >/dev/null || break; sleep 0.1; done
 cap login-no-iscsid iscsiadm -m node -T $T1 -p $P1 --login
 cap session-no-iscsid iscsiadm -m session
 cap iscsid-version iscsid -v
+# the built-in ifaces, and discovery records that do not exist (as os-brick and
+# csi-driver-iscsi call them); no iscsid needed
+cap iface-list iscsiadm -m iface
+cap iface-show-default iscsiadm -m iface -o show -I default
+cap iface-default iscsiadm -m iface -I default
+cap iface-show-iser iscsiadm -m iface -I iser -o show
+cap iface-nosuch iscsiadm -m iface -I nosuch
+cap discoverydb-update-missing iscsiadm -m discoverydb -t sendtargets -I default -p 127.0.0.1:3997 --op update -n discovery.sendtargets.auth.authmethod -v CHAP
+cap discoverydb-show-missing iscsiadm -m discoverydb -t st -p 127.0.0.1:3997 -o show
+cap discoverydb-delete-missing iscsiadm -m discoverydb -t st -p 127.0.0.1:3997 -o delete
+cap discoverydb-new-missing iscsiadm -m discoverydb -t sendtargets -I default -p 127.0.0.1:3997 --op new
+cap discoverydb-update-new iscsiadm -m discoverydb -t sendtargets -I default -p 127.0.0.1:3997 --op update -n discovery.sendtargets.auth.authmethod -v CHAP
+cap iface-delete-default iscsiadm -m iface -I default -o delete
+cap node-list-after-iface-delete iscsiadm -m node
 openiscsi_down
 tgt_down
 echo "captured $n commands into $dest"
