@@ -8,11 +8,18 @@ VPY := $(VENV)/bin/python
 APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
 	e2fsprogs busybox-static open-iscsi
 
-.PHONY: all setup apt venv test unit integration vm lint demo clean bench
+# OpenStack os-brick, unmodified from PyPI, in a venv of its own: tests/vm/test_vm_osbrick.py runs
+# it in the guest (in-process, as root) against our stack. The guest sees this machine's files
+# read-only, so the venv is made here, by `make setup`. Pinned: the newest release on PyPI when
+# the test was written (it needs Python >= 3.11; its own dependencies are not pinned).
+OSBRICK_VENV := $(CURDIR)/.venv-osbrick
+OSBRICK_VERSION := 7.1.1
+
+.PHONY: all setup apt venv osbrick-venv test unit integration vm lint demo clean bench
 
 all: setup
 
-setup: apt venv
+setup: apt venv osbrick-venv
 
 apt:
 	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
@@ -34,6 +41,13 @@ $(VENV)/.stamp: pyproject.toml Makefile
 	touch $@
 
 venv: $(VENV)/.stamp
+
+$(OSBRICK_VENV)/.stamp: Makefile
+	test -x $(OSBRICK_VENV)/bin/python || $(PYTHON) -m venv $(OSBRICK_VENV)
+	$(OSBRICK_VENV)/bin/python -m pip install -q 'os-brick==$(OSBRICK_VERSION)'
+	touch $@
+
+osbrick-venv: $(OSBRICK_VENV)/.stamp
 
 lint: venv
 	$(VENV)/bin/ruff check pyiscsid pyiscsiadm tests bench
@@ -66,4 +80,4 @@ demo: setup
 	tests/vm/demo.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OSBRICK_VENV) build *.egg-info

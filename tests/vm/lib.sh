@@ -3,9 +3,14 @@
 # Everything that writes goes to tmpfs (/tmp, /run, the /etc and /var overlays) or to $VM_OUT.
 #
 #   lio_ramdisk IQN SIZE_MB [Param=value ...] [portal=IP:PORT] [auth=USER:PASS[:MUSER:MPASS]]
-#               [initiator=IQN]     LIO target over configfs, LUN 0 on a ramdisk (default portal
+#               [initiator=IQN] [serial=S]
+#                                   LIO target over configfs, LUN 0 on a ramdisk (default portal
 #                                   127.0.0.1:3260, demo mode; auth= adds a CHAP ACL for
-#                                   initiator= (default: the name in /etc/iscsi/initiatorname.iscsi))
+#                                   initiator= (default: the name in /etc/iscsi/initiatorname.iscsi));
+#                                   serial= sets the unit serial, which gives the LUN VPD pages
+#                                   0x80/0x83 (a WWN: naa.6001405 + the serial's hex digits), as
+#                                   targetcli does; without it LIO answers no VPD page at all
+#   lio_lun IQN LUN SIZE_MB [serial=S]  one more ramdisk LUN in a lio_ramdisk target (its ACLs too)
 #   tgt_file IQN SIZE_MB [portal=IP:PORT] [control=N]
 #                                   tgtd target, LUN 1 a file on tmpfs; the first call for a control
 #                                   port N (default 0) starts `tgtd -f -C N` on portal= (default
@@ -45,28 +50,22 @@ _configfs() {
 lio_ramdisk() {
 	local iqn=${1:?lio_ramdisk IQN SIZE_MB [...]} size=${2:?lio_ramdisk IQN SIZE_MB [...]}
 	shift 2
-	local portal=127.0.0.1:3260 auth="" init="" kv
+	local portal=127.0.0.1:3260 auth="" init="" serial="" kv
 	local -a params=()
 	for kv in "$@"; do
 		case "$kv" in
 		portal=*) portal=${kv#*=} ;;
 		auth=*) auth=${kv#*=} ;;
 		initiator=*) init=${kv#*=} ;;
+		serial=*) serial=${kv#*=} ;;
 		*=*) params+=("$kv") ;;
 		*) vm_die "lio_ramdisk: bad argument $kv (want name=value)" ;;
 		esac
 	done
-	_configfs
-	local cfs=/sys/kernel/config/target n=1
-	mkdir -p "$cfs/core/rd_mcp_0"
-	while [ -e "$cfs/core/rd_mcp_0/rd$n" ]; do n=$((n + 1)); done
-	local rd=$cfs/core/rd_mcp_0/rd$n
-	mkdir "$rd"
-	echo "rd_pages=$((size * 256))" >"$rd/control"
-	echo 1 >"$rd/enable"
-	local tpg=$cfs/iscsi/$iqn/tpgt_1
+	local rd tpg=/sys/kernel/config/target/iscsi/$iqn/tpgt_1
+	rd=$(_lio_rd "$size" "$serial") || vm_die "lio_ramdisk: no ramdisk for $iqn"
 	mkdir -p "$tpg/lun/lun_0" || vm_die "lio_ramdisk: cannot create $iqn"
-	ln -s "$rd" "$tpg/lun/lun_0/rd$n"
+	ln -s "$rd" "$tpg/lun/lun_0/${rd##*/}"
 	mkdir "$tpg/np/$portal" || vm_die "lio_ramdisk: cannot listen on $portal"
 	for kv in "${params[@]}"; do
 		[ -e "$tpg/param/${kv%%=*}" ] || vm_die "lio_ramdisk: no such parameter ${kv%%=*}"
@@ -95,6 +94,40 @@ lio_ramdisk() {
 	fi
 	echo 1 >"$tpg/enable"
 	wait_port "${portal%:*}" "${portal##*:}"
+}
+
+# _lio_rd SIZE_MB SERIAL: a new enabled ramdisk backstore (SERIAL may be empty); prints its path
+_lio_rd() {
+	_configfs
+	local base=/sys/kernel/config/target/core/rd_mcp_0 n=1
+	mkdir -p "$base"
+	while [ -e "$base/rd$n" ]; do n=$((n + 1)); done
+	mkdir "$base/rd$n" && echo "rd_pages=$(($1 * 256))" >"$base/rd$n/control" \
+		&& echo 1 >"$base/rd$n/enable" || vm_die "cannot make the ramdisk rd$n"
+	# only before the backstore is exported (linked to a LUN)
+	[ -z "$2" ] || echo -n "$2" >"$base/rd$n/wwn/vpd_unit_serial" \
+		|| vm_die "cannot set the unit serial $2"
+	echo "$base/rd$n"
+}
+
+lio_lun() {
+	local iqn=${1:?lio_lun IQN LUN SIZE_MB [serial=S]} lun=${2:?lio_lun IQN LUN SIZE_MB} \
+		size=${3:?lio_lun IQN LUN SIZE_MB} serial="" rd acl
+	case "${4:-}" in
+	serial=*) serial=${4#serial=} ;;
+	"") ;;
+	*) vm_die "lio_lun: bad argument $4 (want serial=S)" ;;
+	esac
+	local tpg=/sys/kernel/config/target/iscsi/$iqn/tpgt_1
+	[ -d "$tpg" ] || vm_die "lio_lun: no LIO target $iqn"
+	rd=$(_lio_rd "$size" "$serial") || vm_die "lio_lun: no ramdisk for $iqn LUN $lun"
+	mkdir "$tpg/lun/lun_$lun" || vm_die "lio_lun: cannot add LUN $lun to $iqn"
+	ln -s "$rd" "$tpg/lun/lun_$lun/${rd##*/}"
+	for acl in "$tpg"/acls/*/; do
+		[ -d "$acl" ] || continue
+		mkdir "${acl}lun_$lun" && ln -s "$tpg/lun/lun_$lun" "${acl}lun_$lun/lun_$lun" \
+			|| vm_die "lio_lun: cannot map LUN $lun in ${acl}"
+	done
 }
 
 # Each tgtd has its own control port (tgtadm -C N) and state in $VM_TGT_DIR/N.
