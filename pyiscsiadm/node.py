@@ -40,7 +40,7 @@ def run(env: Env) -> int:
             output.error("Could not log into all portals")
         return rc
     if o.logout:
-        from pyiscsiadm import sysfs
+        from pyiscsid import sysfs
 
         sessions = [s for s in sysfs.list_sessions(brief=True) if session_matches(s, o)]
         if not sessions:
@@ -168,7 +168,7 @@ def nonpersistent(env: Env) -> int:
 
 
 def delete(env: Env) -> int:
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     sessions = sysfs.list_sessions(brief=True)
     with env.db.transaction():
@@ -247,7 +247,7 @@ def login_all(env: Env, mode: str) -> int:
 def logout_all(mode: str) -> int:
     import sys
 
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     if mode not in STARTUP_MODES:
         output.error(f"Invalid logoutall option {mode}.")
@@ -272,7 +272,7 @@ def logout_all(mode: str) -> int:
 
 def session_action(env: Env) -> int:
     """-R (rescan) / -s (stats) on the sessions of the selected records."""
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     sessions = [s for s in sysfs.list_sessions() if session_matches(s, env.opts)]
     if not sessions:

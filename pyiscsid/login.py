@@ -499,11 +499,19 @@ def pairs_dict(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return dict(pairs)
 
 
-def login(address: str, port: int, settings: LoginSettings, *, cmdsn: int = 1) -> LoginResult:
+def login(
+    address: str,
+    port: int,
+    settings: LoginSettings,
+    *,
+    cmdsn: int = 1,
+    on_connected: Callable[[], None] | None = None,
+) -> LoginResult:
     """Log in to a portal and return the connection in the full feature phase.
 
     `cmdsn` is the CmdSN of the login (1 for a new session; the session's current CmdSN when
-    adding or reinstating a connection).
+    adding or reinstating a connection). `on_connected` is called when a TCP connection is up
+    and its login begins.
     """
     deadline = time.monotonic() + settings.login_timeout
     redirects = 0
@@ -517,6 +525,8 @@ def login(address: str, port: int, settings: LoginSettings, *, cmdsn: int = 1) -
             )
         sock = connect(address, port, remaining, settings.tcp_window_size)
         try:
+            if on_connected is not None:
+                on_connected()
             attempt = _Login(sock, address, port, settings, deadline, cmdsn)
             result = attempt.run()
             result.redirected = redirects > 0
