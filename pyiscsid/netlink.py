@@ -315,7 +315,7 @@ def kernel_error(cmd: int, error: int, extack: str = "") -> IscsiError:
 class ConnErrorEvent:
     sid: int
     cid: int
-    error: ConnError  # type: ignore[valid-type]
+    error: ConnError
 
 
 @dataclass(frozen=True)
@@ -328,7 +328,7 @@ class RecvPduEvent:
 @dataclass(frozen=True)
 class SessionStateEvent:
     sid: int
-    state: SessionState  # type: ignore[valid-type]
+    state: SessionState
 
 
 @dataclass(frozen=True)
@@ -389,7 +389,7 @@ class KernelSession:
 
     sid: int
     host_no: int
-    state: SessionState | int  # type: ignore[valid-type]
+    state: SessionState | int
 
 
 # name -> (identity of the module's load, family id, groups). The id of a family is fixed while
@@ -663,7 +663,7 @@ class IscsiNetlink(_GenlSocket):
     ) -> None:
         self.request(Cmd.SCAN, {Attr.SID: sid, Attr.CHANNEL: channel, Attr.ID: id, Attr.LUN: lun})
 
-    def get_stats(self, sid: int, cid: int) -> dict[Stat, int]:  # type: ignore[valid-type]
+    def get_stats(self, sid: int, cid: int) -> dict[Stat, int]:
         reply = self._one(Cmd.GET_STATS, {Attr.SID: sid, Attr.CID: cid})
         return stats_of(reply)
 
@@ -675,7 +675,7 @@ class IscsiNetlink(_GenlSocket):
         return [session_of(m) for m in self.request(Cmd.GET_SESSION, {}, dump=True)]
 
 
-def stats_of(msg: IscsiIfMsg) -> dict[Stat, int]:  # type: ignore[valid-type]
+def stats_of(msg: IscsiIfMsg) -> dict[Stat, int]:
     nested = get(msg, Attr.STATS)
     out: dict[Any, int] = {}
     if nested is None:
