@@ -42,6 +42,7 @@ import threading
 import time
 
 from pyiscsid.errors import Err, IscsiError
+from pyiscsid.recordclass import recordclass
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
@@ -153,16 +154,13 @@ def reply_code(reply: Reply) -> int:
     return code if isinstance(code, int) else int(Err.ISCSID_COMM_ERR)
 
 
+@recordclass
 class PeerCred:
     """Who is on the other end of a connection (SO_PEERCRED)."""
 
-    __slots__ = ("gid", "pid", "uid")
-
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
-        self.pid, self.uid, self.gid = pid, uid, gid
-
-    def __repr__(self) -> str:
-        return f"PeerCred(pid={self.pid}, uid={self.uid}, gid={self.gid})"
+    pid: int
+    uid: int
+    gid: int
 
 
 def peer_cred(sock: socket.socket) -> PeerCred:

@@ -61,7 +61,7 @@ def recordclass(cls: C) -> C:
         inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in names)
         return f"{cls.__name__}({inner})"
 
-    made = {"__eq__": __eq__, "__repr__": __repr__}
+    made: dict[str, object] = {"__eq__": __eq__, "__repr__": __repr__}
     if "__init__" not in cls.__dict__:
         made["__init__"] = _make_init(cls, names)
     if "__eq__" not in cls.__dict__:
