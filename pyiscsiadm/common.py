@@ -254,6 +254,7 @@ def logout_sessions(sessions: Iterable[SessionInfo]) -> int:
         output.info(output.logging_out(s.sid, s.target, s.persistent_address, s.persistent_port))
     sys.stdout.flush()
     code = reach_iscsid()
+    results: list[tuple[int, Reply]]
     if code:
         results = [(code, {})] * len(sessions)
     else:
