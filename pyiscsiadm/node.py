@@ -74,24 +74,16 @@ def list_nodes(env: Env) -> int:
     return 0
 
 
-def _criteria(env: Env) -> dict[str, object]:
-    o = env.opts
-    crit: dict[str, object] = {}
-    if o.targetname:
-        crit["target"] = o.targetname
-    if o.portal is not None:
-        crit["address"] = o.portal.address
-        crit["port"] = o.portal.port if o.portal.port != -1 else 3260
-    if o.iface:
-        crit["iface"] = o.iface
-    if o.record_id:
-        crit["record_id"] = o.record_id
-    return crit
-
-
 def matched(env: Env, verbose: bool = True) -> list[NodeRecord]:
     """The records -T/-p/-I/-r select; `No records found` (21) when there are none."""
-    recs = env.db.find_nodes(**_criteria(env))  # type: ignore[arg-type]
+    o = env.opts
+    recs = env.db.find_nodes(
+        target=o.targetname or None,
+        address=o.portal.address if o.portal is not None else None,
+        port=(o.portal.port if o.portal.port != -1 else 3260) if o.portal is not None else None,
+        iface=o.iface or None,
+        record_id=o.record_id or None,
+    )
     tpgt = env.opts.portal.tpgt if env.opts.portal is not None else -1
     if tpgt != -1:
         recs = [r for r in recs if r.tpgt == tpgt]

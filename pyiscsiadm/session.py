@@ -19,7 +19,7 @@ from pyiscsid.errors import Err
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
-    from typing import Any
+    from pyiscsid.ipc import Reply
 
 
 def run(env: Env) -> int:
@@ -133,7 +133,7 @@ def rescan(sessions: list[sysfs.SessionInfo]) -> int:
     return rc
 
 
-def _counters(reply: dict[str, Any]) -> dict[str, int]:
+def _counters(reply: Reply) -> dict[str, int]:
     raw = reply.get("stats")
     if not isinstance(raw, dict):
         return {}

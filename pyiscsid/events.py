@@ -35,6 +35,7 @@ from pyiscsid.netlink import (
 )
 from pyiscsid.pdu import RSVD_TAG, NopIn, NopOut, peek_bhs
 from pyiscsid.recordclass import recordclass
+from pyiscsid.uapi import ConnError
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +291,8 @@ class EventService:
         elif isinstance(event, ConnErrorEvent):
             if is_closing(event.sid):
                 return  # the target closes the connection after a logout
-            name = getattr(event.error, "name", str(event.error))
+            error = event.error
+            name = error.name if isinstance(error, ConnError) else str(error)
             log.warning("session %d: connection %d failed (%s)", event.sid, event.cid, name)
             self.conn_failed(event.sid, event.cid, name)
         elif isinstance(event, EventsLost):

@@ -146,16 +146,17 @@ class LoginResult:
 
     def update_sn(self, pdu: Pdu) -> None:
         """Take StatSN/ExpCmdSN/MaxCmdSN from a target PDU that carries them."""
-        statsn = getattr(pdu, "statsn", None)
-        if statsn is None:
-            return
+        statsn: int | None = getattr(pdu, "statsn", None)
+        exp_cmdsn: int | None = getattr(pdu, "exp_cmdsn", None)
+        max_cmdsn: int | None = getattr(pdu, "max_cmdsn", None)
+        if statsn is None or exp_cmdsn is None or max_cmdsn is None:
+            return  # every target PDU with a StatSN has the other two (RFC 7143 11)
         # an unsolicited NOP-In (ITT reserved) shows the next StatSN without consuming it
         nxt = statsn if isinstance(pdu, NopIn) and pdu.itt == RSVD_TAG else statsn + 1
         nxt &= 0xFFFFFFFF
         if not serial_lt(nxt, self.exp_statsn):
             self.statsn = (nxt - 1) & 0xFFFFFFFF
             self.exp_statsn = nxt
-        exp_cmdsn, max_cmdsn = pdu.exp_cmdsn, pdu.max_cmdsn  # type: ignore[attr-defined]
         if not serial_lt(max_cmdsn, (exp_cmdsn - 1) & 0xFFFFFFFF):
             self.exp_cmdsn, self.max_cmdsn = exp_cmdsn, max_cmdsn
 

@@ -18,6 +18,7 @@ from pyiscsid.recordclass import recordclass
 # (under software emulation each of them costs a tenth of a second)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pyiscsid.settings import AuthSettings, LoginSettings
@@ -757,7 +758,7 @@ class DiscoveryRecord:
             raise _bad_json("discovery", exc.message) from None
 
 
-def _auth(get: Any, prefix: str, algs_name: str) -> AuthSettings:
+def _auth(get: Callable[[str], str], prefix: str, algs_name: str) -> AuthSettings:
     from pyiscsid.settings import AuthSettings
 
     return AuthSettings(
