@@ -52,6 +52,7 @@ osbrick-venv: $(OSBRICK_VENV)/.stamp
 lint: venv
 	$(VENV)/bin/ruff check pyiscsid pyiscsiadm tests bench
 	$(VENV)/bin/ruff format --check pyiscsid pyiscsiadm tests bench
+	$(VENV)/bin/mypy --strict pyiscsid pyiscsiadm
 
 unit: venv
 	$(VPY) -m pytest -q tests/unit

@@ -8,6 +8,7 @@ and their order match. Seed extensions: `--record/-r ID` (node and discovery mod
 from __future__ import annotations
 
 from pyiscsid.errors import Err, IscsiError
+from pyiscsid.recordclass import recordclass
 
 # short option letter -> takes an argument (open-iscsi's "RlDVhm:a:b:c:C:p:P:T:H:i:I:U:k:L:d:r:n:
 # v:o:sSt:ux:A:W")
@@ -70,22 +71,14 @@ MODES: dict[str, tuple[str, str, bool]] = {
 OPS = ("new", "delete", "update", "show", "nonpersistent", "apply", "applyall", "login", "logout")
 
 
+@recordclass
 class Token:
     """One parsed option, or a getopt error (`letter == "?"`, `error` set)."""
 
-    __slots__ = ("arg", "error", "letter", "optopt")
-
-    def __init__(
-        self,
-        letter: str,
-        arg: str | None = None,
-        error: str = "",
-        optopt: str = "",  # getopt's optopt for errors ("" for long-option errors)
-    ) -> None:
-        self.letter, self.arg, self.error, self.optopt = letter, arg, error, optopt
-
-    def __repr__(self) -> str:
-        return f"Token({self.letter!r}, {self.arg!r}, {self.error!r}, {self.optopt!r})"
+    letter: str
+    arg: str | None = None
+    error: str = ""
+    optopt: str = ""  # getopt's optopt for errors ("" for long-option errors)
 
 
 def tokenize(argv: list[str]) -> tuple[list[Token], list[str]]:
@@ -154,25 +147,13 @@ def tokenize(argv: list[str]) -> tuple[list[Token], list[str]]:
     return tokens, operands
 
 
+@recordclass
 class Portal:
-    """-p ip[:port][,tpgt] (classes here are plain: dataclasses costs iscsiadm start-up)."""
+    """-p ip[:port][,tpgt]."""
 
-    __slots__ = ("address", "port", "tpgt")
-
-    def __init__(self, address: str, port: int, tpgt: int) -> None:
-        self.address = address
-        self.port = port  # -1: not given
-        self.tpgt = tpgt  # -1: not given
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Portal):
-            return NotImplemented
-        return (self.address, self.port, self.tpgt) == (other.address, other.port, other.tpgt)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        return f"Portal({self.address!r}, {self.port}, {self.tpgt})"
+    address: str
+    port: int  # -1: not given
+    tpgt: int  # -1: not given
 
 
 def parse_portal(text: str) -> Portal:

@@ -13,11 +13,10 @@ from pyiscsid.errors import Err, IscsiError, err_to_str
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
-    from typing import Any
-
-    from pyiscsiadm.sysfs import SessionInfo
     from pyiscsid.db import Database
+    from pyiscsid.ipc import Reply
     from pyiscsid.records import NodeRecord
+    from pyiscsid.sysfs import SessionInfo
 
 LOGIN_TIMEOUT = 300.0  # seconds iscsiadm waits for iscsid to finish one login (with retries)
 
@@ -144,8 +143,8 @@ def reach_iscsid(start: bool = True) -> int:
 
 
 def iscsid_request(
-    op: str, timeout: float = 30.0, start: bool = True, **args: Any
-) -> tuple[int, dict[str, Any]]:
+    op: str, timeout: float = 30.0, start: bool = True, **args: object
+) -> tuple[int, Reply]:
     """(code, reply) of one iscsid request; unreachable-daemon messages are printed here."""
     from pyiscsid import ipc
 
@@ -158,18 +157,18 @@ def iscsid_request(
         if e.code == Err.ISCSID_NOTCONN:
             output.error(e.message)
         return int(e.code), {}
-    return int(reply["code"]), reply
+    return ipc.reply_code(reply), reply
 
 
 BATCH = 1024  # records (sessions) a login_many (logout_many) request carries at most
 
 
-def _many(op: str, key: str, items: list[Any]) -> list[tuple[int, dict[str, Any]]]:
+def _many(op: str, key: str, items: list[str] | list[int]) -> list[tuple[int, Reply]]:
     """(code, reply) for each item of a login_many/logout_many request, in order. iscsid runs
     them all at once; when the request itself fails, every item gets its code."""
     from pyiscsid import ipc
 
-    out: list[tuple[int, dict[str, Any]]] = []
+    out: list[tuple[int, Reply]] = []
     for start in range(0, len(items), BATCH):
         chunk = items[start : start + BATCH]
         try:
@@ -178,14 +177,16 @@ def _many(op: str, key: str, items: list[Any]) -> list[tuple[int, dict[str, Any]
             if e.code == Err.ISCSID_NOTCONN:
                 output.error(e.message)
             reply = {"code": int(e.code)}
+        code = ipc.reply_code(reply)
         results = reply.get("results")
-        if reply["code"] or not isinstance(results, list) or len(results) != len(chunk):
-            code = int(reply["code"]) or int(Err.ISCSID_COMM_ERR)
-            out += [(code, {})] * len(chunk)
+        if code or not isinstance(results, list) or len(results) != len(chunk):
+            out += [(code or int(Err.ISCSID_COMM_ERR), {})] * len(chunk)
             continue
         for r in results:
-            ok = isinstance(r, dict) and isinstance(r.get("code"), int)
-            out.append((int(r["code"]), r) if ok else (int(Err.ISCSID_COMM_ERR), {}))
+            if isinstance(r, dict) and isinstance(r.get("code"), int):
+                out.append((ipc.reply_code(r), r))
+            else:
+                out.append((int(Err.ISCSID_COMM_ERR), {}))
     return out
 
 
@@ -199,7 +200,7 @@ def login_records(recs: Iterable[NodeRecord]) -> int:
     """
     from collections import Counter
 
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
     from pyiscsid.records import nr_sessions
 
     rc = 0
@@ -253,6 +254,7 @@ def logout_sessions(sessions: Iterable[SessionInfo]) -> int:
         output.info(output.logging_out(s.sid, s.target, s.persistent_address, s.persistent_port))
     sys.stdout.flush()
     code = reach_iscsid()
+    results: list[tuple[int, Reply]]
     if code:
         results = [(code, {})] * len(sessions)
     else:

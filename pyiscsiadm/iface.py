@@ -52,7 +52,7 @@ def _delete(env: Env, name: str | None) -> int:
         raise fail("Could not delete interface. No interface passed in.")
     if name not in BUILTIN:
         raise fail(f"Could not delete iface {name}: {err_to_str(Err.INVAL)}")
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     sessions = sysfs.list_sessions(brief=True)
     code = 0

@@ -82,7 +82,7 @@ def dispatch(env: Env) -> int:
         output.error(f"Could not get list of targets from firmware. (err {int(Err.NO_OBJS_FOUND)})")
         return int(Err.NO_OBJS_FOUND)
     if mode == "host":
-        from pyiscsiadm import sysfs
+        from pyiscsid import sysfs
 
         if not sysfs.list_sessions(brief=True):
             output.error("No iSCSI hosts.")
@@ -99,7 +99,7 @@ def kill_iscsid() -> int:
 
     try:
         reply = ipc.request("stop", timeout=10.0)
-        code = int(reply["code"])
+        code = ipc.reply_code(reply)
     except IscsiError as e:
         if e.code == Err.ISCSID_NOTCONN:
             output.error(e.message)

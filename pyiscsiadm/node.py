@@ -42,7 +42,7 @@ def run(env: Env) -> int:
             output.error("Could not log into all portals")
         return rc
     if o.logout:
-        from pyiscsiadm import sysfs
+        from pyiscsid import sysfs
 
         sessions = [
             s for s in sysfs.list_sessions(brief=True) if session_matches(s, o, ISCSI_LISTEN_PORT)
@@ -78,24 +78,18 @@ def list_nodes(env: Env) -> int:
     return 0
 
 
-def _criteria(env: Env) -> dict[str, object]:
-    o = env.opts
-    crit: dict[str, object] = {}
-    if o.targetname:
-        crit["target"] = o.targetname
-    if o.portal is not None:
-        crit["address"] = o.portal.address
-        crit["port"] = o.portal.port if o.portal.port != -1 else ISCSI_LISTEN_PORT
-    if o.iface:
-        crit["iface"] = o.iface
-    if o.record_id:
-        crit["record_id"] = o.record_id
-    return crit
-
-
 def matched(env: Env, verbose: bool = True) -> list[NodeRecord]:
     """The records -T/-p/-I/-r select; `No records found` (21) when there are none."""
-    recs = env.db.find_nodes(**_criteria(env))  # type: ignore[arg-type]
+    o = env.opts
+    recs = env.db.find_nodes(
+        target=o.targetname or None,
+        address=o.portal.address if o.portal is not None else None,
+        port=(o.portal.port if o.portal.port != -1 else ISCSI_LISTEN_PORT)
+        if o.portal is not None
+        else None,
+        iface=o.iface or None,
+        record_id=o.record_id or None,
+    )
     tpgt = env.opts.portal.tpgt if env.opts.portal is not None else -1
     if tpgt != -1:
         recs = [r for r in recs if r.tpgt == tpgt]
@@ -172,7 +166,7 @@ def nonpersistent(env: Env) -> int:
 
 
 def delete(env: Env) -> int:
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     sessions = sysfs.list_sessions(brief=True)
     with env.db.transaction():
@@ -251,7 +245,7 @@ def login_all(env: Env, mode: str) -> int:
 def logout_all(mode: str) -> int:
     import sys
 
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     if mode not in STARTUP_MODES:
         output.error(f"Invalid logoutall option {mode}.")
@@ -276,7 +270,7 @@ def logout_all(mode: str) -> int:
 
 def session_action(env: Env) -> int:
     """-R (rescan) / -s (stats) on the sessions of the selected records."""
-    from pyiscsiadm import sysfs
+    from pyiscsid import sysfs
 
     sessions = [s for s in sysfs.list_sessions() if session_matches(s, env.opts, ISCSI_LISTEN_PORT)]
     if not sessions:

@@ -12,6 +12,8 @@ TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts fas
 if TYPE_CHECKING:
     from typing import Protocol, TypeVar
 
+    from pyiscsid.sysfs import ScsiDevice, SessionInfo
+
     class NodeLike(Protocol):
         target: str
         address: str
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     N = TypeVar("N", bound=NodeLike)
 
 PROG = "iscsiadm"
+UNKNOWN = "<empty>"  # open-iscsi's UNKNOWN_VALUE
 
 
 def error(message: str) -> None:
@@ -203,6 +206,184 @@ def discovery_tree(
     lines += ["iSNS:", "No targets found.", "STATIC:"]
     lines.extend(node_tree(static) if static else ["No targets found."])
     lines += ["FIRMWARE:", "No targets found."]
+    return lines
+
+
+# -- sessions (open-iscsi's session_info.c) ---------------------------------------------------
+
+
+def _portal(addr: str, port: int, tpgt: int) -> str:
+    return f"{addr}:{port},{tpgt}" if "." in addr else f"[{addr}]:{port},{tpgt}"
+
+
+def session_flat(s: SessionInfo) -> str:
+    """`tcp: [1] 127.0.0.1:3260,1 iqn... (non-flash)` (brackets when the address has no dot)."""
+    portal = _portal(s.persistent_address, s.persistent_port, s.tpgt)
+    return f"{s.transport}: [{s.sid}] {portal} {s.target} (non-flash)"
+
+
+# iscsid's states as `-P 1` names them (MGMT_IPC_SESSION_INFO's conn_state/session_state)
+CONN_STATES = (
+    "FREE",
+    "TRANSPORT WAIT",
+    "IN LOGIN",
+    "LOGGED IN",
+    "IN LOGOUT",
+    "LOGOUT REQUESTED",
+    "CLEANUP WAIT",
+)
+SESSION_STATES = ("NO CHANGE", "CLEANUP", "REOPEN", "REDIRECT")
+
+
+def _or_unknown(text: str) -> str:
+    return text if text else UNKNOWN
+
+
+def _tmo(value: int) -> str:
+    return str(value) if value >= 0 else UNKNOWN
+
+
+def _state_name(names: tuple[str, ...], value: object) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return names[value]
+    return "Unknown"
+
+
+def session_tree(
+    sessions: list[SessionInfo],
+    level: int,
+    states: dict[int, tuple[object, object]] | None = None,
+    show: bool = False,
+    version: str | None = None,
+    luns: dict[int, tuple[str | None, list[ScsiDevice]]] | None = None,
+) -> list[str]:
+    """`-m session -P 1..3` lines, byte for byte as open-iscsi 2.1.8 prints them.
+
+    `states` maps a sid to iscsid's (conn_state, session_state) numbers; a sid missing from it
+    prints `Unknown` (iscsid did not answer). `show` (-S) prints the CHAP secrets. For -P 3:
+    `version` is the transport class version (None: the line is left out), `luns` maps a sid
+    to its host's state and its LUNs.
+    """
+    states = states or {}
+    luns = luns or {}
+    lines: list[str] = []
+    if level >= 3 and version:
+        lines += [f"iSCSI Transport Class version {version}", "version 2.1.8"]
+    prev: SessionInfo | None = None
+    for s in sessions:
+        if prev is None or prev.target != s.target:
+            lines.append(f"Target: {s.target} (non-flash)")
+            prev = None
+        if (
+            prev is None
+            or not prev.address
+            or not s.address
+            or prev.port == 0
+            or s.port == 0
+            or (prev.address, prev.port) != (s.address, s.port)
+        ):
+            lines.append(f"\tCurrent Portal: {_portal(s.address, s.port, s.tpgt)}")
+            lines.append(
+                f"\tPersistent Portal: {_portal(s.persistent_address, s.persistent_port, s.tpgt)}"
+            )
+        else:
+            lines.append("")
+        lines += _interface(s)
+        conn_state, sess_state = states.get(s.sid, (None, None))
+        lines += [
+            f"\t\tiSCSI Connection State: {_state_name(CONN_STATES, conn_state)}",
+            f"\t\tiSCSI Session State: {s.state or 'Unknown'}",
+            f"\t\tInternal iscsid Session State: {_state_name(SESSION_STATES, sess_state)}",
+        ]
+        if level >= 2:
+            lines += _timeouts_and_chap(s, show)
+            lines += _negotiated(s)
+        if level >= 3:
+            lines += _scsi_state(s, *luns.get(s.sid, (None, [])))
+        prev = s
+    return lines
+
+
+def _interface(s: SessionInfo) -> list[str]:
+    ip = s.ipaddress
+    return [
+        "\t\t**********",
+        "\t\tInterface:",
+        "\t\t**********",
+        f"\t\tIface Name: {_or_unknown(s.iface)}",
+        f"\t\tIface Transport: {_or_unknown(s.transport)}",
+        f"\t\tIface Initiatorname: {_or_unknown(s.initiatorname)}",
+        f"\t\tIface IPaddress: {UNKNOWN if not ip else ip if '.' in ip else f'[{ip}]'}",
+        f"\t\tIface HWaddress: {_or_unknown(s.hwaddress)}",
+        f"\t\tIface Netdev: {_or_unknown(s.netdev)}",
+        f"\t\tSID: {s.sid}",
+    ]
+
+
+def _timeouts_and_chap(s: SessionInfo, show: bool) -> list[str]:
+    return [
+        "\t\t*********",
+        "\t\tTimeouts:",
+        "\t\t*********",
+        f"\t\tRecovery Timeout: {s.recovery_tmo}",
+        f"\t\tTarget Reset Timeout: {_tmo(s.tgt_reset_tmo)}",
+        f"\t\tLUN Reset Timeout: {_tmo(s.lu_reset_tmo)}",
+        f"\t\tAbort Timeout: {_tmo(s.abort_tmo)}",
+        "\t\t*****",
+        "\t\tCHAP:",
+        "\t\t*****",
+        f"\t\tusername: {_or_unknown(s.username)}",
+        f"\t\tpassword: {_or_unknown(s.password) if show else '********'}",
+        f"\t\tusername_in: {_or_unknown(s.username_in)}",
+        # open-iscsi labels the shown incoming secret "password" too
+        f"\t\tpassword: {_or_unknown(s.password_in)}" if show else "\t\tpassword_in: ********",
+    ]
+
+
+def _negotiated(s: SessionInfo) -> list[str]:
+    lines = [
+        "\t\t************************",
+        "\t\tNegotiated iSCSI params:",
+        "\t\t************************",
+    ]
+    digest = {0: "None"}
+    yes_no = {0: "No"}
+    for name, value, kind in (
+        ("HeaderDigest", s.header_digest, "digest"),
+        ("DataDigest", s.data_digest, "digest"),
+        ("MaxRecvDataSegmentLength", s.max_recv_dlength, "int"),
+        ("MaxXmitDataSegmentLength", s.max_xmit_dlength, "int"),
+        ("FirstBurstLength", s.first_burst_len, "int"),
+        ("MaxBurstLength", s.max_burst_len, "int"),
+        ("ImmediateData", s.immediate_data, "bool"),
+        ("InitialR2T", s.initial_r2t, "bool"),
+        ("MaxOutstandingR2T", s.max_outstanding_r2t, "int"),
+    ):
+        if value == -1:
+            continue
+        if kind == "digest":
+            text = digest.get(value, "CRC32C")
+        elif kind == "bool":
+            text = yes_no.get(value, "Yes")
+        else:
+            text = str(value)
+        lines.append(f"\t\t{name}: {text}")
+    return lines
+
+
+def _scsi_state(s: SessionInfo, host_state: str | None, devices: list[ScsiDevice]) -> list[str]:
+    lines = [
+        "\t\t************************",
+        "\t\tAttached SCSI devices:",
+        "\t\t************************",
+    ]
+    if s.host_no < 0:
+        return [*lines, "\t\tUnavailable"]
+    lines.append(f"\t\tHost Number: {s.host_no}\tState: {host_state or 'Unknown'}")
+    for d in devices:
+        lines.append(f"\t\tscsi{d.host_no} Channel 00 Id {d.target} Lun: {d.lun}")
+        if d.disk is not None:
+            lines.append(f"\t\t\tAttached scsi disk {d.disk}\t\tState: {d.state or 'Unknown'}")
     return lines
 
 

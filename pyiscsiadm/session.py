@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pyiscsiadm import output, sysfs
+from pyiscsiadm import output
 from pyiscsiadm.common import (
     Env,
     Exit,
@@ -14,11 +14,12 @@ from pyiscsiadm.common import (
     report_error,
     session_matches,
 )
+from pyiscsid import sysfs
 from pyiscsid.errors import Err
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
-    from typing import Any
+    from pyiscsid.ipc import Reply
 
 
 def run(env: Env) -> int:
@@ -89,10 +90,18 @@ def iscsid_states(sid: int) -> tuple[object, object]:
 
 def print_sessions(sessions: list[sysfs.SessionInfo], level: int, show: bool = False) -> int:
     if level in (-1, 0):
-        lines = [sysfs.session_flat(s) for s in sessions]
+        lines = [output.session_flat(s) for s in sessions]
     elif level in (1, 2, 3):
         states = {s.sid: iscsid_states(s.sid) for s in sessions}
-        lines = sysfs.session_tree(sessions, level, states, show)
+        version, luns = None, {}
+        if level == 3:
+            version = sysfs.kernel_version()
+            luns = {
+                s.sid: (sysfs.host_state(s.host_no), sysfs.scsi_devices(s))
+                for s in sessions
+                if s.host_no >= 0
+            }
+        lines = output.session_tree(sessions, level, states, show, version, luns)
     else:
         raise fail(f"Invalid info level {level}. Try 0 - 3.")
     print("\n".join(lines))
@@ -124,7 +133,7 @@ def rescan(sessions: list[sysfs.SessionInfo]) -> int:
     return rc
 
 
-def _counters(reply: dict[str, Any]) -> dict[str, int]:
+def _counters(reply: Reply) -> dict[str, int]:
     raw = reply.get("stats")
     if not isinstance(raw, dict):
         return {}

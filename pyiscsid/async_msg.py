@@ -1,7 +1,7 @@
 """Async Messages from a target in full feature phase (RFC 7143 11.9): what iscsid does about each.
 
 The kernel hands every Async Message up as a RECV_PDU event; `action_of` reads one and says what
-to do (pure: no I/O), and the event service (kernel_session.EventService) does it:
+to do (pure: no I/O), and the event service (events.EventService) does it:
 
 - 0 SCSI async event: logged with its sense data; "REPORTED LUNS DATA HAS CHANGED" (3F/0E) and
   "INQUIRY/capacity data changed" (3F/03, 2A/09) rescan the session.
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyiscsid.errors import IscsiError
+from pyiscsid.pdu import AsyncMessage, peek_bhs
 
 LOGOUT_GRACE = 1.0  # seconds: at least this long to get a Logout out when Parameter3 is 0
 RESCAN_SENSE = {(0x3F, 0x0E), (0x3F, 0x03), (0x2A, 0x09)}
@@ -54,15 +54,8 @@ def _sense(data: bytes) -> tuple[int, int, int] | None:
 
 def action_of(pdu: bytes) -> AsyncAction | None:
     """What to do about `pdu` (BHS [+AHS] + data) if it is an Async Message, else None."""
-    from pyiscsid.pdu import AsyncMessage, decode_bhs
-
-    if len(pdu) < 48:
-        return None
-    try:
-        msg = decode_bhs(pdu[:48])
-    except IscsiError:
-        return None
-    if not isinstance(msg, AsyncMessage):
+    msg = peek_bhs(pdu, AsyncMessage)
+    if msg is None:
         return None
     ahs = pdu[4] * 4
     data = pdu[48 + ahs :]

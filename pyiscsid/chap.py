@@ -56,7 +56,13 @@ def _is_our_challenge(challenge: bytes) -> bool:
 def _hash_algorithm(alg: int) -> HashAlgorithm:
     from cryptography.hazmat.primitives import hashes  # lazily: iscsiadm never needs it
 
-    return {5: hashes.MD5, 6: hashes.SHA1, 7: hashes.SHA256, 8: hashes.SHA3_256}[alg]()
+    algorithms: dict[int, type[HashAlgorithm]] = {
+        5: hashes.MD5,
+        6: hashes.SHA1,
+        7: hashes.SHA256,
+        8: hashes.SHA3_256,
+    }
+    return algorithms[alg]()
 
 
 def chap_response(alg: int, identifier: int, secret: bytes, challenge: bytes) -> bytes:

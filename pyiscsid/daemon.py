@@ -4,9 +4,10 @@
 [-h] [-v]`. Requests (pyiscsid.ipc): `ping`, `login {record_id}`, `login_many {record_ids}`,
 `logout {sid}`, `logout_many {sids}`, `list_sessions`, `session_info {sid}`, `stats {sid}`,
 `stop`.
-The kernel side is pyiscsid.kernel_session: one call per operation
-(`start_session`, `stop_session`, `list_sessions`); without the iscsi_if module a login is
-answered with TRANS_NOT_FOUND (12).
+The kernel side: pyiscsid.kernel_session starts and stops sessions, pyiscsid.sysfs reads them,
+and the event service (pyiscsid.events) with its connection recovery (pyiscsid.recovery) keeps
+them running; `serve` wires the two. Without the iscsi_if module a login is answered with
+TRANS_NOT_FOUND (12).
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
+from pyiscsid import sysfs
 from pyiscsid.errors import Err, IscsiError
+from pyiscsid.states import ConnState, SessionStage, iscsid_state
+
+if TYPE_CHECKING:
+    from pyiscsid.events import EventService
+    from pyiscsid.ipc import Reply, Request
+    from pyiscsid.records import NodeRecord
+    from pyiscsid.recovery import RecoveryManager
+
+T = TypeVar("T")
 
 VERSION = "2.1.8"
 DEFAULT_PIDFILE = "/run/iscsid.pid"
@@ -116,23 +127,18 @@ def _number(text: str, what: str) -> int:
         raise UsageError(f"invalid {what} '{text}'") from None
 
 
-def kernel() -> Any | None:
-    """pyiscsid.kernel_session if it is installed and its module is loaded, else None."""
+def kernel_available() -> bool:
+    """True if the kernel side can be used: pyiscsid.kernel_session imports (pyroute2, cffi)
+    and the iscsi_if module is loaded."""
     try:
         from pyiscsid import kernel_session
     except ImportError:
-        return None
+        return False
     try:
-        return kernel_session if kernel_session.available() else None
+        return kernel_session.available()
     except Exception as e:  # a missing netlink family or library: no kernel side
         log.debug("kernel interface unavailable: %s", e)
-        return None
-
-
-def _jsonable(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    return obj
+        return False
 
 
 class IsidAllocator:
@@ -147,10 +153,10 @@ class IsidAllocator:
         self._in_flight: set[tuple[str, bytes]] = set()
 
     @contextlib.contextmanager
-    def reserve(self, target: str, sessions: list[Any]) -> Iterator[bytes]:
+    def reserve(self, target: str, sessions: list[sysfs.SessionIdentity]) -> Iterator[bytes]:
         used = set()
         for s in sessions:
-            if s.target_name == target:
+            if s.target == target:
                 with contextlib.suppress(ValueError):
                     used.add(bytes.fromhex(s.isid))
         with self._lock:
@@ -168,7 +174,9 @@ class IsidAllocator:
 
 class Iscsid:
     """The request handlers. Logins of one node are serialised so two `--login`s of the same
-    node make one session (the second gets SESS_EXISTS)."""
+    node make one session (the second gets SESS_EXISTS). `events` and `recovery` are the event
+    service and connection recovery `serve` started (None: there is no kernel side), asked
+    for a session's state."""
 
     def __init__(self, opts: DaemonOptions) -> None:
         from pyiscsid.config import initiator_name, load_config
@@ -180,57 +188,69 @@ class Iscsid:
         self._locks_lock = threading.Lock()
         self.stop_requested = threading.Event()
         self.isids = IsidAllocator()
+        self.events: EventService | None = None
+        self.recovery: RecoveryManager | None = None
 
-    def handle(self, op: str, args: dict[str, Any], _peer: object) -> dict[str, Any]:
-        handler = getattr(self, f"op_{op}", None)
+    def handle(self, op: str, args: Request, _peer: object) -> Reply:
+        handler: Callable[[Request], Reply] | None = getattr(self, f"op_{op}", None)
         if handler is None:
             raise IscsiError(Err.INVALID_MGMT_REQ, f"Unknown request '{op}'")
         return handler(args)
 
-    def op_ping(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def op_ping(self, _args: Request) -> Reply:
         return {"version": VERSION, "pid": os.getpid()}
 
-    def op_stop(self, _args: dict[str, Any]) -> dict[str, Any]:
+    def op_stop(self, _args: Request) -> Reply:
         self.stop_requested.set()
         return {}
 
-    def op_list_sessions(self, _args: dict[str, Any]) -> dict[str, Any]:
-        k = kernel()
-        sessions = [_jsonable(s) for s in k.list_sessions()] if k is not None else []
-        return {"sessions": sessions}
+    def op_list_sessions(self, _args: Request) -> Reply:
+        """`list_sessions` -> {"sessions": [sysfs.SessionInfo's fields, by SID]}."""
+        if not kernel_available():
+            return {"sessions": []}
+        sessions = sorted(sysfs.list_sessions(), key=lambda s: s.sid)
+        return {"sessions": [vars(s) for s in sessions]}
 
-    def _session_sid(self, args: dict[str, Any]) -> tuple[Any, int]:
-        """The kernel interface and the sid of a request about a session it has."""
+    def _session_sid(self, args: Request) -> int:
+        """The sid of a request about a session the kernel has."""
         sid = args.get("sid")
         if not isinstance(sid, int) or isinstance(sid, bool):
             raise IscsiError(Err.INVALID_MGMT_REQ, "the request needs a sid")
-        k = kernel()
-        if k is None or all(s.sid != sid for s in k.list_sessions()):
+        if not kernel_available() or not sysfs.session_exists(sid):
             raise IscsiError(Err.SESS_NOT_FOUND, f"no session {sid}")
-        return k, sid
+        return sid
 
-    def op_session_info(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_session_info(self, args: Request) -> Reply:
         """`session_info {sid}` -> {"conn_state": int, "session_state": int}: open-iscsi's
-        numbers (conn 3 = LOGGED IN, session 0 = NO CHANGE), which `-m session -P 1` names."""
-        k, sid = self._session_sid(args)
-        state = getattr(k, "session_state", None)
-        if state is not None:
-            conn_state, session_state = state(sid)
-            return {"conn_state": int(conn_state), "session_state": int(session_state)}
-        return {"conn_state": 3, "session_state": 0}
+        numbers, which `-m session -P 1` names (pyiscsid.states)."""
+        conn_state, stage = self.session_state(self._session_sid(args))
+        return {"conn_state": int(conn_state), "session_state": int(stage)}
 
-    def op_stats(self, args: dict[str, Any]) -> dict[str, Any]:
+    def session_state(self, sid: int) -> tuple[ConnState, SessionStage]:
+        """Session `sid` as iscsid sees it: its kernel state, its recovery, a login or a
+        logout (iscsiadm's or the target's) under way."""
+        from pyiscsid import kernel_session
+
+        recovering = self.recovery.phase(sid) if self.recovery is not None else None
+        handling = kernel_session.handling(sid)
+        if handling is None and self.events is not None and self.events.logging_out(sid):
+            handling = ConnState.IN_LOGOUT
+        kernel_state = sysfs.read_str(f"{sysfs.session_dir(sid)}/state")
+        return iscsid_state(kernel_state, recovering, handling)
+
+    def op_stats(self, args: Request) -> Reply:
         """`stats {sid}` -> {"stats": {counter: int}}, the counters named as `iscsiadm -m
         session -s` prints them (pyiscsiadm.output.SNMP_STATS, then the transport's own, e.g.
         tx_sendpage_failures). Filled by kernel_session.session_stats(sid) (GET_STATS)."""
-        k, sid = self._session_sid(args)
-        return {"stats": k.session_stats(sid)}
+        from pyiscsid import kernel_session
+
+        return {"stats": kernel_session.session_stats(self._session_sid(args))}
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:
             return self._node_locks.setdefault(key, threading.Lock())
 
-    def op_login(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_login(self, args: Request) -> Reply:
         """`login {record_id}`: one more session of the node (see login_record)."""
         record_id = args.get("record_id")
         if not isinstance(record_id, str):
@@ -243,7 +263,7 @@ class Iscsid:
             raise IscsiError(Err.NO_OBJS_FOUND, f"no node record [{record_id}]")
         return {"sid": self.login_record(recs[0])}
 
-    def op_login_many(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_login_many(self, args: Request) -> Reply:
         """`login_many {record_ids}`: one more session of each node, all at once, the records
         read in one go -> {"results": [login's reply for each id, in order]} (an id may come
         twice: two sessions of that node)."""
@@ -255,7 +275,7 @@ class Iscsid:
         with Database() as db:
             found = db.nodes_by_id(list(dict.fromkeys(ids)))
 
-        def one(record_id: str) -> dict[str, Any]:
+        def one(record_id: str) -> Reply:
             rec = found.get(record_id)
             if rec is None:
                 raise IscsiError(Err.NO_OBJS_FOUND, f"no node record [{record_id}]")
@@ -263,22 +283,21 @@ class Iscsid:
 
         return {"results": concurrently(one, ids)}
 
-    def login_record(self, rec: Any) -> int:
+    def login_record(self, rec: NodeRecord) -> int:
         """One more session of node record `rec`, if it has fewer than its
         node.session.nr_sessions (else SESS_EXISTS, 15); its SID. Logins of one node are
         serialised; each session gets an ISID no other session to that target has."""
-        from pyiscsid import records
+        from pyiscsid import kernel_session, records
 
         t0 = time.monotonic()
-        k = kernel()
-        if k is None:
+        if not kernel_available():
             raise IscsiError(Err.TRANS_NOT_FOUND)
         with self._lock_for(f"{rec.target}\0{rec.address.lower()}\0{rec.port}\0{rec.iface}"):
-            sessions = k.session_identities()
+            sessions = sysfs.session_identities()
             present = sum(
                 1
                 for s in sessions
-                if s.target_name == rec.target
+                if s.target == rec.target
                 and s.persistent_address.lower() == rec.address.lower()
                 and s.persistent_port == rec.port
                 and (s.iface or "default") == rec.iface
@@ -295,7 +314,7 @@ class Iscsid:
                 result = login_retrying(rec.address, rec.port, settings, log=log.info)
                 t2 = time.monotonic()
                 try:
-                    sid = k.start_session(rec, result, settings.initiator_name)
+                    sid = kernel_session.start_session(rec, result, settings.initiator_name)
                 except BaseException:
                     result.close()
                     raise
@@ -307,20 +326,21 @@ class Iscsid:
             (t1 - t0) * 1e3,
             (t2 - t1) * 1e3,
         )
-        return int(sid)
+        return sid
 
-    def op_logout(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_logout(self, args: Request) -> Reply:
         sid = args.get("sid")
         if not isinstance(sid, int) or isinstance(sid, bool):
             raise IscsiError(Err.INVALID_MGMT_REQ, "logout needs a sid")
-        k = kernel()
-        if k is None:
+        if not kernel_available():
             raise IscsiError(Err.SESS_NOT_FOUND, f"no session {sid}")
-        k.stop_session(sid)
+        from pyiscsid import kernel_session
+
+        kernel_session.stop_session(sid)
         log.info("session %d: logged out", sid)
         return {}
 
-    def op_logout_many(self, args: dict[str, Any]) -> dict[str, Any]:
+    def op_logout_many(self, args: Request) -> Reply:
         """`logout_many {sids}`: log out of every session at once -> {"results": [logout's
         reply for each sid, in order]}."""
         sids = args.get("sids")
@@ -331,11 +351,11 @@ class Iscsid:
         return {"results": concurrently(lambda sid: self.op_logout({"sid": sid}), sids)}
 
 
-def concurrently(fn: Any, items: list[Any]) -> list[dict[str, Any]]:
+def concurrently(fn: Callable[[T], Reply], items: list[T]) -> list[Reply]:
     """fn(item) for every item, each on a thread of its own; each one's reply in item order:
     {"code": 0, "message": "", **fn(item)}, or the code and message of the IscsiError it raised
     (any other exception: INTERNAL)."""
-    results: list[dict[str, Any]] = [{} for _ in items]
+    results: list[Reply] = [{} for _ in items]
 
     def run(i: int) -> None:
         try:
@@ -408,7 +428,7 @@ def _write_pidfile(path: str) -> None:
 _PRELOAD = ("pyiscsid.pdu", "pyiscsid.pduio", "pyiscsid.negotiation", "pyiscsid.chap",
             "pyiscsid.login", "pyiscsid.discovery", "pyiscsid.records", "pyiscsid.db",
             "pyiscsid.kernel_session", "pyiscsid.netlink", "pyiscsid.uapi",
-            "pyiscsid.recovery", "pyiscsid.startup")  # fmt: skip
+            "pyiscsid.recovery", "pyiscsid.events", "pyiscsid.startup")  # fmt: skip
 
 
 def preload() -> None:
@@ -446,6 +466,20 @@ def drop_privileges(opts: DaemonOptions) -> None:
         os.setuid(opts.uid)
 
 
+def start_event_service(daemon: Iscsid) -> None:
+    """Start the event service of `daemon` with its connection recovery; the sessions already
+    in the kernel (a previous iscsid's) are taken over: pinged and recovered as its own."""
+    from pyiscsid.events import EventService
+    from pyiscsid.recovery import RecoveryManager
+
+    taken_over = sysfs.session_identities()
+    daemon.recovery = RecoveryManager(daemon.initiator_name, daemon.initiator_alias)
+    daemon.events = EventService(recovery=daemon.recovery).start()
+    for s in taken_over:
+        log.info("session %d: taken over (%s %s:%d)", s.sid, s.target,
+                 s.persistent_address, s.persistent_port)  # fmt: skip
+
+
 def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
     from pyiscsid.ipc import IpcServer
 
@@ -456,8 +490,8 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         elif message != "0":
             sys.stderr.write(message)
 
-    k = kernel()
-    refusal = privilege_refusal(opts, k is not None)
+    with_kernel = kernel_available()
+    refusal = privilege_refusal(opts, with_kernel)
     if refusal:
         report(f"{PROG}: {refusal}\n")
         return int(Err.INVAL)
@@ -494,20 +528,11 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
 
     threading.Thread(target=watch_stop, daemon=True).start()
     # Sessions a previous iscsid left in the kernel need their pings and recovery too.
-    events = None
-    if k is not None:
-        from pyiscsid.recovery import RecoveryManager
-
-        taken_over = k.session_identities()
-        events = k.start_event_service(
-            RecoveryManager(daemon.initiator_name, daemon.initiator_alias)
-        )
-        for s in taken_over:
-            log.info("session %d: taken over (%s %s:%d)", s.sid, s.target_name,
-                     s.persistent_address, s.persistent_port)  # fmt: skip
+    if with_kernel:
+        start_event_service(daemon)
     log.info("iscsid %s ready on %s (initiator %s)", VERSION, server.path, daemon.initiator_name)
     report("0")
-    if k is not None and opts.startup:
+    if with_kernel and opts.startup:
         from pyiscsid import startup
         from pyiscsid.records import nr_sessions
 
@@ -526,8 +551,8 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         server.serve_forever()
     finally:
         server.close()
-        if events is not None:
-            events.stop()
+        if daemon.events is not None:
+            daemon.events.stop()
         if opts.pidfile:
             with contextlib.suppress(OSError):
                 os.unlink(opts.pidfile)

@@ -12,7 +12,7 @@ Requests and their reply fields (besides `code` and `message`):
                              for each id, in order]}: the logins run at once
     logout {sid}          -> {}
     logout_many {sids: [int]}       -> {"results": [logout's reply for each sid, in order]}
-    list_sessions         -> {"sessions": [kernel_session.SessionInfo as a dict, ...]}
+    list_sessions         -> {"sessions": [sysfs.SessionInfo as a dict, by SID]}
     session_info {sid}    -> {"conn_state": int, "session_state": int}, open-iscsi's numbers
                              (conn: 0 FREE, 1 TRANSPORT WAIT, 2 IN LOGIN, 3 LOGGED IN,
                              4 IN LOGOUT, 5 LOGOUT REQUESTED, 6 CLEANUP WAIT; session: 0 NO
@@ -42,11 +42,15 @@ import threading
 import time
 
 from pyiscsid.errors import Err, IscsiError
+from pyiscsid.recordclass import recordclass
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+
+    # JSON objects: a request's arguments, a reply's fields
+    Request = dict[str, object]
+    Reply = dict[str, object]
 
 DEFAULT_SOCKET = "/run/iscsid.sock"
 MAX_MESSAGE = 1024 * 1024  # a request or a reply larger than this is refused
@@ -109,7 +113,7 @@ def _connect(sock: socket.socket, path: str, timeout: float) -> None:
             ) from None
 
 
-def request(op: str, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> dict[str, Any]:
+def request(op: str, timeout: float = DEFAULT_TIMEOUT, **args: object) -> Reply:
     """Send one request to iscsid and return its reply (a dict with at least `code`, `message`).
 
     The reply's `code` is not turned into an exception: callers report per-request failures
@@ -144,16 +148,19 @@ def request(op: str, timeout: float = DEFAULT_TIMEOUT, **args: Any) -> dict[str,
     return reply
 
 
+def reply_code(reply: Reply) -> int:
+    """The `code` of a reply `request` returned (it checked that there is one)."""
+    code = reply["code"]
+    return code if isinstance(code, int) else int(Err.ISCSID_COMM_ERR)
+
+
+@recordclass
 class PeerCred:
     """Who is on the other end of a connection (SO_PEERCRED)."""
 
-    __slots__ = ("gid", "pid", "uid")
-
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
-        self.pid, self.uid, self.gid = pid, uid, gid
-
-    def __repr__(self) -> str:
-        return f"PeerCred(pid={self.pid}, uid={self.uid}, gid={self.gid})"
+    pid: int
+    uid: int
+    gid: int
 
 
 def peer_cred(sock: socket.socket) -> PeerCred:
@@ -164,10 +171,10 @@ def peer_cred(sock: socket.socket) -> PeerCred:
 
 if TYPE_CHECKING:
     # handler(op, args, peer) -> reply fields; raise IscsiError to answer with its code.
-    Handler = Callable[[str, dict[str, Any], PeerCred], dict[str, Any]]
+    Handler = Callable[[str, Request, PeerCred], Reply]
 
 
-def error_reply(code: int, message: str = "") -> dict[str, Any]:
+def error_reply(code: int, message: str = "") -> Reply:
     err = IscsiError(code, message)
     return {"code": int(err.code), "message": err.message}
 
@@ -255,7 +262,7 @@ class IpcServer:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _dispatch(self, conn: socket.socket) -> dict[str, Any]:
+    def _dispatch(self, conn: socket.socket) -> Reply:
         try:
             peer = peer_cred(conn)
         except OSError:

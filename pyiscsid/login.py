@@ -146,16 +146,17 @@ class LoginResult:
 
     def update_sn(self, pdu: Pdu) -> None:
         """Take StatSN/ExpCmdSN/MaxCmdSN from a target PDU that carries them."""
-        statsn = getattr(pdu, "statsn", None)
-        if statsn is None:
-            return
+        statsn: int | None = getattr(pdu, "statsn", None)
+        exp_cmdsn: int | None = getattr(pdu, "exp_cmdsn", None)
+        max_cmdsn: int | None = getattr(pdu, "max_cmdsn", None)
+        if statsn is None or exp_cmdsn is None or max_cmdsn is None:
+            return  # every target PDU with a StatSN has the other two (RFC 7143 11)
         # an unsolicited NOP-In (ITT reserved) shows the next StatSN without consuming it
         nxt = statsn if isinstance(pdu, NopIn) and pdu.itt == RSVD_TAG else statsn + 1
         nxt &= 0xFFFFFFFF
         if not serial_lt(nxt, self.exp_statsn):
             self.statsn = (nxt - 1) & 0xFFFFFFFF
             self.exp_statsn = nxt
-        exp_cmdsn, max_cmdsn = pdu.exp_cmdsn, pdu.max_cmdsn  # type: ignore[attr-defined]
         if not serial_lt(max_cmdsn, (exp_cmdsn - 1) & 0xFFFFFFFF):
             self.exp_cmdsn, self.max_cmdsn = exp_cmdsn, max_cmdsn
 
@@ -499,11 +500,19 @@ def pairs_dict(pairs: list[tuple[str, str]]) -> dict[str, str]:
     return dict(pairs)
 
 
-def login(address: str, port: int, settings: LoginSettings, *, cmdsn: int = 1) -> LoginResult:
+def login(
+    address: str,
+    port: int,
+    settings: LoginSettings,
+    *,
+    cmdsn: int = 1,
+    on_connected: Callable[[], None] | None = None,
+) -> LoginResult:
     """Log in to a portal and return the connection in the full feature phase.
 
     `cmdsn` is the CmdSN of the login (1 for a new session; the session's current CmdSN when
-    adding or reinstating a connection).
+    adding or reinstating a connection). `on_connected` is called when a TCP connection is up
+    and its login begins.
     """
     deadline = time.monotonic() + settings.login_timeout
     redirects = 0
@@ -517,6 +526,8 @@ def login(address: str, port: int, settings: LoginSettings, *, cmdsn: int = 1) -
             )
         sock = connect(address, port, remaining, settings.tcp_window_size)
         try:
+            if on_connected is not None:
+                on_connected()
             attempt = _Login(sock, address, port, settings, deadline, cmdsn)
             result = attempt.run()
             result.redirected = redirects > 0

@@ -24,7 +24,8 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from enum import IntEnum
+from typing import Any, NamedTuple, TypeVar
 
 
 def _load_pyroute2_netlink() -> None:
@@ -78,6 +79,8 @@ from pyroute2.netlink import (  # noqa: E402
 from pyiscsid import uapi  # noqa: E402
 from pyiscsid.errors import Err, IscsiError  # noqa: E402
 from pyiscsid.uapi import Attr, Cmd, ConnError, Param, SessionState, Stat, Stop  # noqa: E402
+
+E = TypeVar("E", bound=IntEnum)
 
 SOL_NETLINK = 270
 NETLINK_GENERIC = 16
@@ -315,7 +318,7 @@ def kernel_error(cmd: int, error: int, extack: str = "") -> IscsiError:
 class ConnErrorEvent:
     sid: int
     cid: int
-    error: ConnError  # type: ignore[valid-type]
+    error: ConnError | int  # an int: a reason newer than the header
 
 
 @dataclass(frozen=True)
@@ -328,7 +331,7 @@ class RecvPduEvent:
 @dataclass(frozen=True)
 class SessionStateEvent:
     sid: int
-    state: SessionState  # type: ignore[valid-type]
+    state: SessionState | int
 
 
 @dataclass(frozen=True)
@@ -344,7 +347,7 @@ class EventsLost:
 Event = ConnErrorEvent | RecvPduEvent | SessionStateEvent | SessionDestroyedEvent | EventsLost
 
 
-def _enum_or_int(enum: Any, value: int) -> Any:
+def _enum_or_int(enum: type[E], value: int) -> E | int:
     try:
         return enum(value)
     except ValueError:
@@ -389,7 +392,7 @@ class KernelSession:
 
     sid: int
     host_no: int
-    state: SessionState | int  # type: ignore[valid-type]
+    state: SessionState | int
 
 
 # name -> (identity of the module's load, family id, groups). The id of a family is fixed while
@@ -663,7 +666,7 @@ class IscsiNetlink(_GenlSocket):
     ) -> None:
         self.request(Cmd.SCAN, {Attr.SID: sid, Attr.CHANNEL: channel, Attr.ID: id, Attr.LUN: lun})
 
-    def get_stats(self, sid: int, cid: int) -> dict[Stat, int]:  # type: ignore[valid-type]
+    def get_stats(self, sid: int, cid: int) -> dict[Stat, int]:
         reply = self._one(Cmd.GET_STATS, {Attr.SID: sid, Attr.CID: cid})
         return stats_of(reply)
 
@@ -675,9 +678,9 @@ class IscsiNetlink(_GenlSocket):
         return [session_of(m) for m in self.request(Cmd.GET_SESSION, {}, dump=True)]
 
 
-def stats_of(msg: IscsiIfMsg) -> dict[Stat, int]:  # type: ignore[valid-type]
+def stats_of(msg: IscsiIfMsg) -> dict[Stat, int]:
     nested = get(msg, Attr.STATS)
-    out: dict[Any, int] = {}
+    out: dict[Stat, int] = {}
     if nested is None:
         return out
     for name, value in nested["attrs"]:

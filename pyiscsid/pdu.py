@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import crc32c as _crc32c
 
@@ -844,6 +844,22 @@ def decode_bhs(bhs: bytes | bytearray | memoryview, ahs: bytes = b"") -> Pdu:
     if len(ahs) != ahs_len:
         raise PduError(f"AHS is {len(ahs)} bytes but TotalAHSLength says {ahs_len}")
     return cls._from_bhs(bhs[:BHS_LEN], decode_ahs(ahs))
+
+
+P = TypeVar("P", bound=Pdu)
+
+
+def peek_bhs(data: bytes, cls: type[P]) -> P | None:
+    """The header of the PDU `data` (BHS [+AHS] + data segment, as the kernel hands PDUs up)
+    if it is a `cls`, else None (also for a short or malformed header). The opcode is looked at
+    before anything is decoded."""
+    if len(data) < BHS_LEN or PDU_CLASSES.get(data[0] & 0x3F) is not cls:
+        return None
+    try:
+        pdu = decode_bhs(data[:BHS_LEN], data[BHS_LEN : BHS_LEN + data[4] * 4])
+    except IscsiError:
+        return None
+    return pdu if isinstance(pdu, cls) else None
 
 
 def decode_pdu(

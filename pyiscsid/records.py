@@ -12,11 +12,13 @@ import re
 from collections.abc import Iterable, Mapping
 
 from pyiscsid.errors import Err, IscsiError
+from pyiscsid.recordclass import recordclass
 
 # typing, dataclasses and the settings are not imported at run time: iscsiadm starts faster
 # (under software emulation each of them costs a tenth of a second)
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from pyiscsid.settings import AuthSettings, LoginSettings
@@ -45,31 +47,17 @@ _INT_RANGES = {
 _INT_RE = re.compile(r"[+-]?[0-9]+")
 
 
+@recordclass
 class Param:
     """One record parameter: its name, default, value type and how it is shown."""
 
-    __slots__ = ("default", "family", "kind", "masked", "modifiable", "name", "options")
-
-    def __init__(
-        self,
-        name: str,
-        default: str,
-        kind: str,  # "str", "int", "uint8", "uint16", "uint32", "enum", "list"
-        options: tuple[str, ...] = (),
-        masked: bool = False,  # printed as ******** when set (passwords)
-        modifiable: bool = True,  # False: part of the record's identity
-        family: str = "",  # "ipv4" / "ipv6": iface keys shown only for that iface type
-    ) -> None:
-        self.name = name
-        self.default = default
-        self.kind = kind
-        self.options = options
-        self.masked = masked
-        self.modifiable = modifiable
-        self.family = family
-
-    def __repr__(self) -> str:
-        return f"Param({self.name!r}, {self.default!r}, {self.kind!r})"
+    name: str
+    default: str
+    kind: str  # "str", "int", "uint8", "uint16", "uint32", "enum", "list"
+    options: tuple[str, ...] = ()
+    masked: bool = False  # printed as ******** when set (passwords)
+    modifiable: bool = True  # False: part of the record's identity
+    family: str = ""  # "ipv4" / "ipv6": iface keys shown only for that iface type
 
     def validate(self, value: str) -> str:
         """The value in its canonical spelling, or IscsiError(Err.INVAL) saying what is wrong."""
@@ -460,8 +448,18 @@ def _get_field(obj: Mapping[str, Any], key: str, type_: type, kind: str) -> Any:
     return value
 
 
+@recordclass
 class NodeRecord:
-    """A node record: one target reached through one portal and one iface."""
+    """A node record: one target reached through one portal and one iface (records compare
+    equal field by field)."""
+
+    target: str
+    address: str
+    port: int
+    tpgt: int
+    iface: str
+    record_id: str
+    params: dict[str, str]
 
     def __init__(
         self,
@@ -489,18 +487,7 @@ class NodeRecord:
             self.params[name] = value if value == param.default else param.validate(value)
         self._sync()
 
-    def _fields(self) -> tuple[Any, ...]:
-        return (self.target, self.address, self.port, self.tpgt, self.iface, self.record_id,
-                self.params)  # fmt: skip
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, NodeRecord):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # without the parameters: there are a hundred
         return (
             f"NodeRecord(target={self.target!r}, address={self.address!r}, port={self.port}, "
             f"tpgt={self.tpgt}, iface={self.iface!r}, record_id={self.record_id!r})"
@@ -644,8 +631,16 @@ def _apply_config(
             raise IscsiError(Err.INVAL, f"iscsid.conf: {exc.message}") from None
 
 
+@recordclass
 class DiscoveryRecord:
-    """A discovery record: a SendTargets (or iSNS) portal and how to log in to it."""
+    """A discovery record: a SendTargets (or iSNS) portal and how to log in to it (records
+    compare equal field by field)."""
+
+    address: str
+    port: int
+    type: str
+    record_id: str
+    params: dict[str, str]
 
     def __init__(
         self,
@@ -674,17 +669,7 @@ class DiscoveryRecord:
             self.params[param.name] = value if value == param.default else param.validate(value)
         self._sync()
 
-    def _fields(self) -> tuple[Any, ...]:
-        return (self.address, self.port, self.type, self.record_id, self.params)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, DiscoveryRecord):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable
-
-    def __repr__(self) -> str:
+    def __repr__(self) -> str:  # without the parameters
         return (
             f"DiscoveryRecord(address={self.address!r}, port={self.port}, type={self.type!r}, "
             f"record_id={self.record_id!r})"
@@ -781,7 +766,7 @@ class DiscoveryRecord:
             raise _bad_json("discovery", exc.message) from None
 
 
-def _auth(get: Any, prefix: str, algs_name: str) -> AuthSettings:
+def _auth(get: Callable[[str], str], prefix: str, algs_name: str) -> AuthSettings:
     from pyiscsid.settings import AuthSettings
 
     return AuthSettings(

@@ -21,14 +21,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
+from pyiscsid import kernel_session, sysfs
+from pyiscsid.db import Database
 from pyiscsid.errors import Err, IscsiError
-
-if TYPE_CHECKING:
-    from pyiscsid.kernel_session import SessionInfo
-    from pyiscsid.records import NodeRecord
-    from pyiscsid.settings import LoginSettings
+from pyiscsid.login import LoginResult, login
+from pyiscsid.netlink import IscsiNetlink
+from pyiscsid.records import NodeRecord, login_settings
+from pyiscsid.settings import LoginSettings
+from pyiscsid.states import ConnState
+from pyiscsid.sysfs import SessionInfo
+from pyiscsid.uapi import Param, Stop
 
 log = logging.getLogger(__name__)
 
@@ -62,36 +66,34 @@ class RecoverySteps(Protocol):
     def alive(self, sid: int) -> bool:
         """False once the session is destroyed or being logged out: recovery ends."""
 
-    def reconnect(self, sid: int, cid: int) -> None:
-        """Connect, log in, set parameters, bind, start. IscsiError on any failure."""
+    def reconnect(self, sid: int, cid: int, connected: Callable[[], None]) -> None:
+        """Connect, log in (`connected()` once the TCP connection is up), set parameters, bind,
+        start. IscsiError on any failure."""
 
 
 # Parameters a new login renegotiates: set again before BIND_CONN. Identity and timeouts stay.
-def _renegotiated() -> frozenset[int]:
-    from pyiscsid.uapi import Param
-
-    return frozenset(
-        {
-            Param.MAX_RECV_DLENGTH,
-            Param.MAX_XMIT_DLENGTH,
-            Param.HDRDGST_EN,
-            Param.DATADGST_EN,
-            Param.CONN_ADDRESS,
-            Param.CONN_PORT,
-            Param.TARGET_ALIAS,
-            Param.TSIH,
-            Param.INITIAL_R2T_EN,
-            Param.IMM_DATA_EN,
-            Param.FIRST_BURST,
-            Param.MAX_BURST,
-            Param.MAX_R2T,
-            Param.PDU_INORDER_EN,
-            Param.DATASEQ_INORDER_EN,
-            Param.ERL,
-            Param.DEF_TIME2WAIT,
-            Param.DEF_TIME2RETAIN,
-        }
-    )
+RENEGOTIATED = frozenset(
+    {
+        Param.MAX_RECV_DLENGTH,
+        Param.MAX_XMIT_DLENGTH,
+        Param.HDRDGST_EN,
+        Param.DATADGST_EN,
+        Param.CONN_ADDRESS,
+        Param.CONN_PORT,
+        Param.TARGET_ALIAS,
+        Param.TSIH,
+        Param.INITIAL_R2T_EN,
+        Param.IMM_DATA_EN,
+        Param.FIRST_BURST,
+        Param.MAX_BURST,
+        Param.MAX_R2T,
+        Param.PDU_INORDER_EN,
+        Param.DATASEQ_INORDER_EN,
+        Param.ERL,
+        Param.DEF_TIME2WAIT,
+        Param.DEF_TIME2RETAIN,
+    }
+)
 
 
 @dataclass
@@ -105,18 +107,16 @@ class _SysfsNode:
     tpgt: int
     iface: str
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> str:
         raise KeyError(name)
 
 
 def find_record(info: SessionInfo) -> NodeRecord | None:
     """The node record of the session's target and persistent portal (its iface if several)."""
-    from pyiscsid.db import Database
-
     try:
         with Database() as db:
             recs = db.find_nodes(
-                target=info.target_name, address=info.persistent_address, port=info.persistent_port
+                target=info.target, address=info.persistent_address, port=info.persistent_port
             )
     except (IscsiError, OSError) as exc:
         log.warning("session %d: cannot read the node records: %s", info.sid, exc)
@@ -132,15 +132,11 @@ def reinstatement_settings(
 ) -> LoginSettings:
     """The login settings that reinstate session `info`: its ISID and initiator name, TSIH 0,
     the record's authentication and proposals (defaults without a record)."""
-    from pyiscsid.settings import LoginSettings
-
-    name = info.initiator_name or initiator_name
+    name = info.initiatorname or initiator_name
     if record is not None:
-        from pyiscsid.records import login_settings
-
         settings = login_settings(record, name, initiator_alias)
     else:
-        settings = LoginSettings(initiator_name=name, target_name=info.target_name)
+        settings = LoginSettings(initiator_name=name, target_name=info.target)
     settings.initiator_name = name  # the I_T nexus must be the same one
     try:
         isid = bytes.fromhex(info.isid)
@@ -162,61 +158,52 @@ class KernelSteps:
         self.initiator_alias = initiator_alias
 
     def stop(self, sid: int, cid: int) -> None:
-        from pyiscsid import kernel_session as ks
-        from pyiscsid.netlink import IscsiNetlink
-        from pyiscsid.uapi import Stop
-
         with IscsiNetlink() as nl:
             nl.stop_conn(sid, cid, Stop.RECOVER)
-        ks.close_socket(sid, cid)  # the target sees the old connection end
+        kernel_session.close_socket(sid, cid)  # the target sees the old connection end
         log.info("connection%d:%d stopped for recovery", sid, cid)
 
     def alive(self, sid: int) -> bool:
-        from pyiscsid import kernel_session as ks
+        return not kernel_session.is_closing(sid) and sysfs.session_exists(sid)
 
-        return not ks.is_closing(sid) and ks.session_info(sid) is not None
-
-    def reconnect(self, sid: int, cid: int) -> None:
-        from pyiscsid import kernel_session as ks
-        from pyiscsid.login import login
-
-        info = ks.session_info(sid)
+    def reconnect(self, sid: int, cid: int, connected: Callable[[], None]) -> None:
+        info = sysfs.session_info(sid)
         if info is None:
             raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is gone")
         record = find_record(info)
         settings = reinstatement_settings(info, record, self.initiator_name, self.initiator_alias)
-        node: Any = record or _SysfsNode(
-            info.target_name, info.persistent_address, info.persistent_port, info.tpgt, info.iface
+        node: kernel_session.Node = record or _SysfsNode(
+            info.target, info.persistent_address, info.persistent_port, info.tpgt, info.iface
         )
         log.info(
             "session %d: logging in to %s %s:%d (reinstatement, ISID %s)",
             sid,
-            info.target_name,
+            info.target,
             node.address,
             node.port,
             info.isid,
         )
-        result = login(node.address, node.port, settings)
+        result = login(node.address, node.port, settings, on_connected=connected)
         try:
             self._hand_over(sid, cid, node, result, settings.initiator_name)
         except BaseException:
             result.close()
             raise
 
-    def _hand_over(self, sid: int, cid: int, node: Any, result: Any, initiator: str) -> None:
-        from pyiscsid import kernel_session as ks
-        from pyiscsid.netlink import IscsiNetlink
-
-        wanted = _renegotiated()
+    def _hand_over(
+        self, sid: int, cid: int, node: kernel_session.Node, result: LoginResult, initiator: str
+    ) -> None:
         with IscsiNetlink() as nl:
-            if ks.is_closing(sid):
+            if kernel_session.is_closing(sid):
                 raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is being logged out")
             nl.set_params(
                 sid,
                 [
                     (param, value, cid if is_conn else None)
-                    for param, value, is_conn in ks.session_params(node, result, initiator)
-                    if value != "" and param in wanted
+                    for param, value, is_conn in kernel_session.session_params(
+                        node, result, initiator
+                    )
+                    if value != "" and param in RENEGOTIATED
                 ],
             )
             result.sock.setblocking(True)
@@ -229,13 +216,11 @@ class KernelSteps:
             except IscsiError:
                 _unbind(nl, sid, cid)
                 raise
-            ks.replace_socket(sid, cid, result.sock)
+            kernel_session.replace_socket(sid, cid, result.sock)
 
 
-def _unbind(nl: Any, sid: int, cid: int) -> None:
+def _unbind(nl: IscsiNetlink, sid: int, cid: int) -> None:
     """Give a bound but not started socket back, so that the next attempt can bind again."""
-    from pyiscsid.uapi import Stop
-
     try:
         nl.stop_conn(sid, cid, Stop.RECOVER)
     except IscsiError as exc:
@@ -257,6 +242,7 @@ class RecoveryManager:
         self.steps: RecoverySteps = steps or KernelSteps(initiator_name, initiator_alias)
         self._lock = threading.Lock()
         self._active: dict[int, threading.Thread] = {}
+        self._phase: dict[int, ConnState] = {}  # where each recovery is (open-iscsi's names)
         self._stop = threading.Event()
         self.recovered: dict[int, int] = {}  # sid -> attempts of its last successful recovery
         self._not_before: dict[int, float] = {}  # sid -> monotonic time of the first reconnect
@@ -265,6 +251,17 @@ class RecoveryManager:
     def active(self, sid: int) -> bool:
         with self._lock:
             return sid in self._active
+
+    def phase(self, sid: int) -> ConnState | None:
+        """Where the recovery of `sid` is: CLEANUP_WAIT until its connection is stopped,
+        TRANSPORT_WAIT while it waits and connects, IN_LOGIN from the login to the connection's
+        start; None when no recovery of `sid` runs."""
+        with self._lock:
+            return self._phase.get(sid) if sid in self._active else None
+
+    def _set_phase(self, sid: int, phase: ConnState) -> None:
+        with self._lock:
+            self._phase[sid] = phase
 
     def hold_off(self, sid: int, seconds: float) -> None:
         """The next recovery of `sid` reconnects no sooner than `seconds` from now (the
@@ -281,6 +278,7 @@ class RecoveryManager:
                 target=self._run, args=(sid, cid, reason), name=f"recovery-{sid}", daemon=True
             )
             self._active[sid] = thread
+            self._phase[sid] = ConnState.CLEANUP_WAIT
         thread.start()
         return True
 
@@ -310,6 +308,7 @@ class RecoveryManager:
         finally:
             with self._lock:
                 self._active.pop(sid, None)
+                self._phase.pop(sid, None)
             if self.on_done is not None:
                 self.on_done(sid, ok)
 
@@ -322,6 +321,7 @@ class RecoveryManager:
                 log.info("session %d is gone: no recovery", sid)
                 return False
             log.warning("connection%d:%d: STOP_CONN(RECOVER): %s", sid, cid, exc.message)
+        self._set_phase(sid, ConnState.TRANSPORT_WAIT)
         with self._lock:
             not_before = self._not_before.pop(sid, 0.0)
         wait = not_before - time.monotonic()
@@ -338,10 +338,11 @@ class RecoveryManager:
                 return False
             attempts += 1
             try:
-                self.steps.reconnect(sid, cid)
+                self.steps.reconnect(sid, cid, lambda: self._set_phase(sid, ConnState.IN_LOGIN))
             except (IscsiError, OSError) as exc:
                 why = exc.message if isinstance(exc, IscsiError) else str(exc)
                 log.info("connection%d:%d: attempt %d failed: %s", sid, cid, attempts, why)
+                self._set_phase(sid, ConnState.TRANSPORT_WAIT)
                 continue
             self.recovered[sid] = attempts
             log.warning(

@@ -17,13 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pyiscsid.errors import Err, IscsiError, err_to_str
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from pyiscsid.ipc import Reply, Request
+    from pyiscsid.records import NodeRecord
 
-Login = Callable[[dict[str, Any]], dict[str, Any]]
+    Login = Callable[[Request], Reply]
+
+log = logging.getLogger(__name__)
 
 
 def rediscover(config: dict[str, str], initiator: tuple[str, str]) -> int:
@@ -56,14 +60,14 @@ def rediscover(config: dict[str, str], initiator: tuple[str, str]) -> int:
     return found
 
 
-def automatic_nodes() -> list[Any]:
+def automatic_nodes() -> list[NodeRecord]:
     from pyiscsid.db import Database
 
     with Database() as db:
         return [r for r in db.nodes() if r.get("node.startup") == "automatic"]
 
 
-def login_node(login: Login, rec: Any, sessions: int) -> int:
+def login_node(login: Login, rec: NodeRecord, sessions: int) -> int:
     """Up to `sessions` logins of one node (each makes one session, SESS_EXISTS once it has
     them all); the number of sessions made."""
     made = 0
@@ -87,7 +91,7 @@ def run(
     login: Login,
     config: dict[str, str],
     initiator: tuple[str, str],
-    nr_sessions: Callable[[Any], int],
+    nr_sessions: Callable[[NodeRecord], int],
 ) -> int:
     """Rediscovery, then the automatic logins in parallel; the number of sessions made."""
     try:
@@ -98,7 +102,7 @@ def run(
         return 0
     made = [0] * len(recs)
 
-    def one(i: int, rec: Any) -> None:
+    def one(i: int, rec: NodeRecord) -> None:
         made[i] = login_node(login, rec, nr_sessions(rec))
 
     threads = [

@@ -280,7 +280,7 @@ def test_start_up_imports_stay_light() -> None:
     code = (
         "import sys\n"
         "import pyiscsiadm.main, pyiscsiadm.session, pyiscsiadm.node, pyiscsiadm.common\n"
-        "import pyiscsiadm.sysfs, pyiscsid.db, pyiscsid.ipc, pyiscsid.records\n"
+        "import pyiscsid.sysfs, pyiscsid.db, pyiscsid.ipc, pyiscsid.records\n"
         "heavy = {'typing', 'dataclasses', 'pathlib', 'hashlib', 'inspect', 'pyiscsid.settings'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )

@@ -1,7 +1,7 @@
 """`iscsiadm -m session` outputs from a fake sysfs tree, byte for byte against the captures of
 open-iscsi 2.1.8 (tests/data/openiscsi 27-31, 33, 34/38 formats).
 
-The tree is laid out as the in-kernel transport class lays it out (see pyiscsiadm/sysfs.py),
+The tree is laid out as the in-kernel transport class lays it out (see pyiscsid/sysfs.py),
 with the values the capture's session showed. States that come from iscsid (connection state,
 internal session state) and the statistics come from a real IpcServer on a temporary socket
 answering as iscsid does.
@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 from vm.harness import parse_capture
 
-from pyiscsiadm import output, sysfs
+from pyiscsiadm import output
 from pyiscsiadm.main import main
+from pyiscsid import sysfs
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.ipc import IpcServer
 

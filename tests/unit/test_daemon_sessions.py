@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pyiscsid.records import NodeRecord, nr_sessions
 
 @dataclass
 class S:
-    target_name: str
+    target: str
     isid: str
 
 
@@ -173,3 +174,81 @@ def test_logout_many(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for bad in ([True], ["3"], 3):
         with pytest.raises(IscsiError):
             d.op_logout_many({"sids": bad})
+
+
+class _GatedSteps:
+    """RecoverySteps that stop where the test says: before the STOP_CONN is done, before the
+    TCP connection is up, and after it (logging in)."""
+
+    def __init__(self) -> None:
+        self.go = {k: threading.Event() for k in ("stopped", "connected", "logged_in")}
+        self.at = {k: threading.Event() for k in ("stopping", "connecting", "logging_in")}
+
+    def stop(self, sid: int, cid: int) -> None:
+        self.at["stopping"].set()
+        self.go["stopped"].wait(5)
+
+    def alive(self, sid: int) -> bool:
+        return True
+
+    def reconnect(self, sid: int, cid: int, connected: Callable[[], None]) -> None:
+        self.at["connecting"].set()
+        self.go["connected"].wait(5)
+        connected()
+        self.at["logging_in"].set()
+        self.go["logged_in"].wait(5)
+
+
+def test_session_info_answers_the_sessions_real_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """open-iscsi's numbers for what the session goes through (iscsiadm -P 1 prints them)."""
+    from pyiscsid import daemon
+    from pyiscsid import kernel_session as ks
+    from pyiscsid.events import EventService
+    from pyiscsid.recovery import Backoff, RecoveryManager
+    from pyiscsid.states import ConnState
+
+    sdir = tmp_path / "sys" / "class" / "iscsi_session" / "session4"
+    sdir.mkdir(parents=True)
+    (sdir / "state").write_text("LOGGED_IN\n")
+    monkeypatch.setenv("PYISCSI_SYSFS", str(tmp_path / "sys"))
+    monkeypatch.setattr(daemon, "kernel_available", lambda: True)
+    d = _iscsid(tmp_path, monkeypatch)
+    steps = _GatedSteps()
+    d.recovery = RecoveryManager(backoff=Backoff(0.01, 0.01), steps=steps)
+    d.events = EventService(recovery=d.recovery)
+
+    def info() -> tuple[int, int]:
+        reply = d.op_session_info({"sid": 4})
+        return reply["conn_state"], reply["session_state"]
+
+    assert info() == (3, 0)  # LOGGED IN, NO CHANGE
+    (sdir / "state").write_text("FAILED\n")
+    assert info() == (6, 2)  # CLEANUP WAIT, REOPEN: the recovery is about to start
+    d.recovery.conn_failed(4, 0, "CONN_FAILED")
+    assert steps.at["stopping"].wait(5)
+    assert info() == (6, 2)  # CLEANUP WAIT until the connection is stopped
+    steps.go["stopped"].set()
+    assert steps.at["connecting"].wait(5)
+    assert info() == (1, 2)  # TRANSPORT WAIT, REOPEN
+    steps.go["connected"].set()
+    assert steps.at["logging_in"].wait(5)
+    assert info() == (2, 2)  # IN LOGIN, REOPEN
+    (sdir / "state").write_text("LOGGED_IN\n")
+    steps.go["logged_in"].set()
+    assert d.recovery.wait(4, 5)
+    assert info() == (3, 0)  # recovered
+    ks._set_handling(4, ConnState.IN_LOGOUT)
+    try:
+        assert info() == (4, 0)  # IN LOGOUT: iscsiadm logs out
+    finally:
+        ks._set_handling(4, None)
+    d.events.async_logouts[4] = (0, 0x80000001, 1e9)
+    assert info() == (4, 0)  # IN LOGOUT: the target asked for it
+    del d.events.async_logouts[4]
+    (sdir / "state").write_text("FREE\n")
+    assert info() == (0, 0)  # FREE: created, not started
+    with pytest.raises(IscsiError) as gone:
+        d.op_session_info({"sid": 5})
+    assert gone.value.code == Err.SESS_NOT_FOUND

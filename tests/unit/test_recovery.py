@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
+from pyiscsid import events as ev
 from pyiscsid import kernel_session as ks
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.recovery import Backoff, RecoveryManager, reinstatement_settings
+from pyiscsid.states import ConnState
+from pyiscsid.sysfs import SessionInfo
 
 
 def test_backoff_doubles_to_the_cap_and_never_ends() -> None:
@@ -49,10 +53,11 @@ class FakeSteps:
             self.alive_for -= 1
             return self.alive_for >= 0
 
-    def reconnect(self, sid: int, cid: int) -> None:
+    def reconnect(self, sid: int, cid: int, connected: Callable[[], None]) -> None:
         self.gate.wait(5)
         with self.lock:
             self.calls.append(("reconnect", sid))
+            connected()
             if self.failures > 0:
                 self.failures -= 1
                 raise IscsiError(Err.TRANS, "cannot make connection to 127.0.0.1: refused")
@@ -123,24 +128,23 @@ def test_stop_ends_recoveries_and_refuses_new_ones() -> None:
     assert not mgr.conn_failed(8, 0, "CONN_FAILED")
 
 
-def _info(**kw: object) -> ks.SessionInfo:
+def _info(**kw: object) -> SessionInfo:
     base: dict[str, object] = dict(
         sid=3,
         host_no=5,
-        target_name="iqn.2003-01.org.example:t1",
+        target="iqn.2003-01.org.example:t1",
         tpgt=1,
         address="10.0.0.9",
         port=3260,
         persistent_address="10.0.0.1",
         persistent_port=3260,
         iface="default",
-        initiator_name="iqn.2026-11.test:host",
+        initiatorname="iqn.2026-11.test:host",
         isid="00023d000001",
-        tsih=17,
         state="FAILED",
     )
     base.update(kw)
-    return ks.SessionInfo(**base)  # type: ignore[arg-type]
+    return SessionInfo(**base)  # type: ignore[arg-type]
 
 
 def test_reinstatement_settings_keep_the_isid_and_initiator_tsih_zero() -> None:
@@ -150,7 +154,7 @@ def test_reinstatement_settings_keep_the_isid_and_initiator_tsih_zero() -> None:
     assert s.cid == 0
     assert s.initiator_name == "iqn.2026-11.test:host"  # sysfs wins: the same I_T nexus
     assert s.target_name == "iqn.2003-01.org.example:t1"
-    s = reinstatement_settings(_info(initiator_name=""), None, "iqn.other:name", "")
+    s = reinstatement_settings(_info(initiatorname=""), None, "iqn.other:name", "")
     assert s.initiator_name == "iqn.other:name"
 
 
@@ -168,22 +172,22 @@ def test_reinstatement_settings_refuse_a_bad_isid(isid: str) -> None:
 def test_ping_pdu_and_answer_recognised() -> None:
     from pyiscsid.pdu import NopIn
 
-    pdu = ks.nop_out_ping(0x80000005)
+    pdu = ev.nop_out_ping(0x80000005)
     assert len(pdu) == 48
     assert pdu[0] == 0x40  # NOP-Out, immediate
     assert pdu[1] == 0x80  # F bit
     assert pdu[16:20] == bytes.fromhex("80000005")  # ITT
     assert pdu[20:24] == b"\xff\xff\xff\xff"  # TTT reserved: the target must answer
     answer = NopIn(itt=0x80000005, ttt=0xFFFFFFFF).encode()
-    assert ks.nop_in_itt(answer) == 0x80000005
-    assert ks.nop_out_reply(answer) is None  # an answer is not answered again
-    assert ks.nop_in_itt(NopIn(itt=0xFFFFFFFF, ttt=7).encode()) is None  # target's own ping
-    assert ks.nop_in_itt(NopIn(itt=5, ttt=0xFFFFFFFF).encode()) is None  # not one of ours
-    assert ks.nop_in_itt(b"\x20" * 10) is None
+    assert ev.nop_in_itt(answer) == 0x80000005
+    assert ev.nop_out_reply(answer) is None  # an answer is not answered again
+    assert ev.nop_in_itt(NopIn(itt=0xFFFFFFFF, ttt=7).encode()) is None  # target's own ping
+    assert ev.nop_in_itt(NopIn(itt=5, ttt=0xFFFFFFFF).encode()) is None  # not one of ours
+    assert ev.nop_in_itt(b"\x20" * 10) is None
 
 
 def test_pinger_schedule_answer_and_timeout() -> None:
-    p = ks.Pinger()
+    p = ev.Pinger()
     sessions = {1: (0, 5.0, 3.0), 2: (0, 0.0, 5.0)}  # session 2: pings disabled
     assert p.due(100.0, sessions) == ([], [])  # first ping one interval after first seen
     assert p.due(104.9, sessions) == ([], [])
@@ -204,7 +208,7 @@ def test_pinger_schedule_answer_and_timeout() -> None:
 
 
 def test_pinger_forgets_sessions_that_leave_the_schedule() -> None:
-    p = ks.Pinger()
+    p = ev.Pinger()
     p.due(0.0, {1: (0, 1.0, 1.0)})
     send, _ = p.due(1.0, {1: (0, 1.0, 1.0)})
     assert len(send) == 1
@@ -229,18 +233,18 @@ def test_event_service_hands_conn_errors_and_ping_answers_on() -> None:
     steps = FakeSteps()
     steps.gate.clear()
     mgr = RecoveryManager(backoff=FAST, steps=steps)
-    svc = ks.EventService(recovery=mgr)
+    svc = ev.EventService(recovery=mgr)
     rec = _Recorder()
-    svc.handle(rec, ConnErrorEvent(6, 0, ConnError.CONN_FAILED))  # type: ignore[arg-type]
+    svc.handle(rec, ConnErrorEvent(6, 0, ConnError.CONN_FAILED))
     assert mgr.active(6)
-    ks._closing.add(9)
+    ks._set_handling(9, ConnState.IN_LOGOUT)
     try:
-        svc.handle(rec, ConnErrorEvent(9, 0, ConnError.CONN_FAILED))  # type: ignore[arg-type]
+        svc.handle(rec, ConnErrorEvent(9, 0, ConnError.CONN_FAILED))
     finally:
-        ks._closing.discard(9)
+        ks._set_handling(9, None)
     assert not mgr.active(9)  # a logout's connection close is no failure
-    svc.pinger.state[6] = ks.PingState(0, 5.0, 5.0, 0.0, itt=0x80000042, sent_at=1.0)
-    svc.handle(rec, RecvPduEvent(6, 0, NopIn(itt=0x80000042).encode()))  # type: ignore[arg-type]
+    svc.pinger.state[6] = ev.PingState(0, 5.0, 5.0, 0.0, itt=0x80000042, sent_at=1.0)
+    svc.handle(rec, RecvPduEvent(6, 0, NopIn(itt=0x80000042).encode()))
     assert svc.pinger.state[6].itt is None and rec.sent == []
     steps.gate.set()
     assert mgr.wait(6, 5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+from enum import IntEnum, auto
 from pathlib import Path
 
 import pytest
@@ -91,8 +92,20 @@ def test_parse_a_synthetic_header() -> None:
     assert h.string("NAME_A") == "alpha"
     assert h.enum("e1") == {"E1_A": 0, "E1_B": 5, "E1_C": 6, "__E1_MAX": 7}
     assert set(h.enums) == {"e1"}
-    e = uapi.make_enum("E", h.enum("e1"), ("E1_",))
-    assert [(m.name, int(m)) for m in e] == [("A", 0), ("B", 5), ("C", 6)]
+
+    class E(IntEnum):
+        _generate_next_value_ = uapi.header_values(h.enum("e1"), "E1_")
+        A = auto()
+        C = auto()
+        B = auto()
+
+    assert [(m.name, int(m)) for m in E] == [("A", 0), ("C", 6), ("B", 5)]
+    with pytest.raises(IscsiError, match=r"iscsi_if\.h has no E1_D"):
+
+        class F(IntEnum):
+            _generate_next_value_ = uapi.header_values(h.enum("e1"), "E1_")
+            D = auto()
+
     with pytest.raises(IscsiError, match="no enum nope"):
         h.enum("nope")
     with pytest.raises(IscsiError, match="no #define NUM"):
@@ -113,3 +126,24 @@ def test_env_override_and_missing_header(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(uapi, "header_candidates", lambda: [tmp_path / "none.h"])
     with pytest.raises(IscsiError, match=r"iscsi_if\.h is missing: .*none\.h"):
         uapi.find_header()
+
+
+@pytest.mark.parametrize(
+    ("enum", "tag"),
+    [
+        (uapi.Cmd, "iscsi_if_cmd"),
+        (uapi.Attr, "iscsi_if_attr"),
+        (uapi.Param, "iscsi_if_param"),
+        (uapi.Stop, "iscsi_if_stop"),
+        (uapi.ConnError, "iscsi_if_err"),
+        (uapi.SessionState, "iscsi_if_session_state"),
+        (uapi.Stat, "iscsi_if_stat"),
+    ],
+)
+def test_every_enum_names_every_member_of_the_header(enum: type[IntEnum], tag: str) -> None:
+    """The enums' names are written out (for type checkers), their values come from the
+    header: a member the header adds must be named here too."""
+    header = uapi.UapiHeader(HEADER.read_text()).enum(tag)
+    members = {k: v for k, v in header.items() if not k.startswith("__")}
+    assert len(enum) == len(members)
+    assert all(any(k.endswith("_" + m.name) and v == m for k, v in members.items()) for m in enum)

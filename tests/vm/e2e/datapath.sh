@@ -226,7 +226,8 @@ dd if="$lio_disk" of=/dev/null bs=1M count=4 iflag=direct status=none \
 	|| fail "I/O after iscsid died"
 rmmod iscsi_tcp 2>/dev/null && fail "rmmod iscsi_tcp succeeded with a session up"
 "$PY" - <<'EOF' || fail "tearing down the orphaned session"
-from pyiscsid.kernel_session import list_sessions, stop_session
+from pyiscsid.kernel_session import stop_session
+from pyiscsid.sysfs import list_sessions
 
 sessions = list_sessions()
 assert len(sessions) == 1, sessions
