@@ -48,7 +48,6 @@
 
 #include "iscsi_if_kern.h"
 
-#define ITCP_BHS		48
 #define ITCP_MAX_AHS		1020		/* TotalAHSLength is 8 bits of words */
 #define ITCP_MAX_R2T		16		/* R2Ts kept per command */
 #define ITCP_ECDB_AHS_MAX	(4 + SCSI_MAX_VARLEN_CDB_SIZE - ISCSI_CDB_SIZE + 4)
@@ -134,7 +133,7 @@ struct itcp_session {
 	u64 tmf_lun;
 	struct itcp_task *tmf_ref;
 	struct itcp_mgmt tmf_mgmt;
-	u8 tmf_buf[ITCP_BHS];
+	struct iscsi_tm tmf_hdr;
 };
 
 enum rx_state { RX_BHS, RX_AHS, RX_HDGST, RX_DATA, RX_PAD, RX_DDGST, RX_DEAD };
@@ -160,7 +159,7 @@ struct itcp_conn {
 
 	/* receive state machine */
 	enum rx_state rx_state;
-	u8 rx_hdr[ITCP_BHS + ITCP_MAX_AHS];
+	u8 rx_hdr[ISCSI_HDR_LEN + ITCP_MAX_AHS] __aligned(__alignof__(struct iscsi_hdr));
 	u32 rx_hlen, rx_got;		/* bytes of the current part */
 	u32 rx_ahslen, rx_dlen, rx_pad;
 	u8 rx_dgst[4];
@@ -192,6 +191,23 @@ static inline u32 task_tag(struct itcp_task *task)
 	return blk_mq_unique_tag_to_tag(blk_mq_unique_tag(scsi_cmd_to_rq(task_sc(task))));
 }
 
+/* ITTs are opaque to the target; ours are numbers, big-endian on the wire. */
+static inline u32 itt_to_cpu(itt_t itt)
+{
+	return be32_to_cpu((__force __be32)itt);
+}
+
+static inline itt_t cpu_to_itt(u32 itt)
+{
+	return (__force itt_t)cpu_to_be32(itt);
+}
+
+/* The header just received (BHS + AHS). */
+static inline const struct iscsi_hdr *rx_pdu_hdr(struct itcp_conn *conn)
+{
+	return (const struct iscsi_hdr *)conn->rx_hdr;
+}
+
 static inline u32 digest_final(u32 crc)
 {
 	return ~crc;
@@ -212,11 +228,11 @@ static void conn_fail(struct itcp_conn *conn, enum iscsi_if_err err)
 
 /* ----------------------------------------------------- sequence numbers */
 
-/* Under sess->lock. */
-static void update_cmdsn(struct itcp_session *sess, const u8 *hdr)
+/* Under sess->lock: ExpCmdSN and MaxCmdSN of a PDU from the target. */
+static void update_cmdsn(struct itcp_session *sess, __be32 exp_cmdsn, __be32 max_cmdsn)
 {
-	u32 exp = get_unaligned_be32(hdr + 28);
-	u32 max = get_unaligned_be32(hdr + 32);
+	u32 exp = be32_to_cpu(exp_cmdsn);
+	u32 max = be32_to_cpu(max_cmdsn);
 
 	/* RFC 7143 4.2.2.1: ignore both when MaxCmdSN < ExpCmdSN - 1. */
 	if (iscsi_sna_lt(max, exp - 1))
@@ -232,9 +248,9 @@ static void update_cmdsn(struct itcp_session *sess, const u8 *hdr)
 	}
 }
 
-static void update_statsn(struct itcp_conn *conn, const u8 *hdr)
+static void update_statsn(struct itcp_conn *conn, __be32 stat_sn)
 {
-	u32 statsn = get_unaligned_be32(hdr + 24);
+	u32 statsn = be32_to_cpu(stat_sn);
 
 	if (iscsi_sna_gte(statsn, conn->exp_statsn))
 		WRITE_ONCE(conn->exp_statsn, statsn + 1);
@@ -477,13 +493,13 @@ static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
 
 static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task)
 {
-	u8 hbuf[ITCP_BHS + ITCP_ECDB_AHS_MAX];
-	size_t hlen = ITCP_BHS + task->ahs_len;
+	u8 hbuf[ISCSI_HDR_LEN + ITCP_ECDB_AHS_MAX];
+	size_t hlen = ISCSI_HDR_LEN + task->ahs_len;
 	int err;
 
 	task->hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
-	memcpy(hbuf, &task->hdr, ITCP_BHS);
-	memcpy(hbuf + ITCP_BHS, task->ahs, task->ahs_len);
+	memcpy(hbuf, &task->hdr, ISCSI_HDR_LEN);
+	memcpy(hbuf + ISCSI_HDR_LEN, task->ahs, task->ahs_len);
 	err = send_hdr(conn, hbuf, hlen, task->imm_len != 0);
 	if (err)
 		return err;
@@ -540,7 +556,7 @@ static bool next_dataout_locked(struct itcp_conn *conn, struct itcp_task *task,
 		hdr->flags = ISCSI_FLAG_CMD_FINAL;
 	hton24(hdr->dlength, n);
 	int_to_scsilun(sc->device->lun, &hdr->lun);
-	hdr->itt = cpu_to_be32(task->itt);
+	hdr->itt = cpu_to_itt(task->itt);
 	hdr->ttt = cpu_to_be32(ttt);
 	hdr->datasn = cpu_to_be32(datasn);
 	hdr->offset = cpu_to_be32(*offset);
@@ -589,7 +605,8 @@ static void xmit_work_fn(struct work_struct *work)
 			if (!m->embedded)
 				conn->mgmt_queued--;
 			/* ExpStatSN as late as possible */
-			put_unaligned_be32(READ_ONCE(conn->exp_statsn), m->buf + 28);
+			((struct iscsi_hdr *)m->buf)->exp_statsn =
+				cpu_to_be32(READ_ONCE(conn->exp_statsn));
 		} else if (!list_empty(&conn->cmdq)) {
 			task = list_first_entry(&conn->cmdq, struct itcp_task, xmit_node);
 			list_del_init(&task->xmit_node);
@@ -611,7 +628,7 @@ static void xmit_work_fn(struct work_struct *work)
 		spin_unlock_bh(&sess->lock);
 
 		if (m) {
-			u8 op = m->buf[0] & ISCSI_OPCODE_MASK;
+			u8 op = ((struct iscsi_hdr *)m->buf)->opcode & ISCSI_OPCODE_MASK;
 
 			err = xmit_mgmt(conn, m);
 			if (!err) {
@@ -632,7 +649,7 @@ static void xmit_work_fn(struct work_struct *work)
 			if (is_cmd) {
 				err = xmit_cmd(conn, task);
 			} else {
-				err = send_hdr(conn, &dhdr, ITCP_BHS, true);
+				err = send_hdr(conn, &dhdr, ISCSI_HDR_LEN, true);
 				if (!err)
 					err = send_sg_data(conn, task_sc(task), off, len);
 				if (!err)
@@ -694,7 +711,7 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 	hdr->opcode = ISCSI_OP_SCSI_CMD;
 	hdr->flags = ISCSI_ATTR_SIMPLE;
 	int_to_scsilun(sc->device->lun, &hdr->lun);
-	hdr->itt = cpu_to_be32(itt);
+	hdr->itt = cpu_to_itt(itt);
 	hdr->data_length = cpu_to_be32(len);
 	memcpy(hdr->cdb, sc->cmnd, min_t(u32, sc->cmd_len, ISCSI_CDB_SIZE));
 	if (sc->cmd_len > ISCSI_CDB_SIZE) {
@@ -846,18 +863,20 @@ static int rx_copy_to_task(struct itcp_conn *conn, struct itcp_task *task,
 }
 
 /* Set up where the data segment goes; 0 or an iscsi_if_err. */
-static int rx_datain_hdr(struct itcp_conn *conn, const u8 *hdr)
+static int rx_datain_hdr(struct itcp_conn *conn, const struct iscsi_data_rsp *rhdr)
 {
 	struct itcp_session *sess = conn->sess;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u32 datasn = get_unaligned_be32(hdr + 36);
-	u32 offset = get_unaligned_be32(hdr + 40);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u32 datasn = be32_to_cpu(rhdr->datasn);
+	u32 offset = be32_to_cpu(rhdr->offset);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc;
 
+	if (rhdr->flags & ISCSI_FLAG_DATA_STATUS)
+		update_statsn(conn, rhdr->statsn);
 	stat_add(conn, ISCSI_IF_STAT_DATAIN_PDUS, 1);
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
 	task = task_lookup_locked(sess, itt);
 	spin_unlock_bh(&sess->lock);
 	if (!task) {
@@ -887,14 +906,14 @@ static int rx_datain_hdr(struct itcp_conn *conn, const u8 *hdr)
 	return 0;
 }
 
-static int rx_r2t(struct itcp_conn *conn, const u8 *hdr)
+static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 {
 	struct itcp_session *sess = conn->sess;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u32 ttt = get_unaligned_be32(hdr + 20);
-	u32 r2tsn = get_unaligned_be32(hdr + 36);
-	u32 offset = get_unaligned_be32(hdr + 40);
-	u32 len = get_unaligned_be32(hdr + 44);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u32 ttt = be32_to_cpu(rhdr->ttt);
+	u32 r2tsn = be32_to_cpu(rhdr->r2tsn);
+	u32 offset = be32_to_cpu(rhdr->data_offset);
+	u32 len = be32_to_cpu(rhdr->data_length);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc;
 	int err = 0;
@@ -903,7 +922,7 @@ static int rx_r2t(struct itcp_conn *conn, const u8 *hdr)
 	if (conn->rx_dlen)
 		return ISCSI_IF_ERR_PROTO;
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
 	task = task_lookup_locked(sess, itt);
 	if (!task)
 		goto out;	/* completed or aborted meanwhile */
@@ -952,8 +971,10 @@ out:
 static int rx_hdr_done(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u8 op = hdr[0] & ISCSI_OPCODE_MASK;
+	const struct iscsi_hdr *hdr = rx_pdu_hdr(conn);
+	/* StatSN, ExpCmdSN and MaxCmdSN sit where a NOP-In has them in every target PDU. */
+	const struct iscsi_nopin *rsp = (const struct iscsi_nopin *)hdr;
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
 
 	conn->rx_task = NULL;
 	conn->rx_discard = false;
@@ -970,33 +991,31 @@ static int rx_hdr_done(struct itcp_conn *conn)
 	 */
 	switch (op) {
 	case ISCSI_OP_SCSI_DATA_IN:
-		if (hdr[1] & ISCSI_FLAG_DATA_STATUS)
-			update_statsn(conn, hdr);
-		return rx_datain_hdr(conn, hdr);
+		return rx_datain_hdr(conn, (const struct iscsi_data_rsp *)hdr);
 	case ISCSI_OP_R2T:
-		return rx_r2t(conn, hdr);
+		return rx_r2t(conn, (const struct iscsi_r2t_rsp *)hdr);
 	case ISCSI_OP_SCSI_CMD_RSP:
-		update_statsn(conn, hdr);
+		update_statsn(conn, rsp->statsn);
 		return 0;
 	default:
 		break;
 	}
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rsp->exp_cmdsn, rsp->max_cmdsn);
 	spin_unlock_bh(&sess->lock);
 
 	switch (op) {
 	case ISCSI_OP_NOOP_IN:
 		/* A ping from the target (ITT reserved) does not advance StatSN. */
-		if (get_unaligned_be32(hdr + 16) != ISCSI_RESERVED_TAG)
-			update_statsn(conn, hdr);
+		if (rsp->itt != RESERVED_ITT)
+			update_statsn(conn, rsp->statsn);
 		return 0;
 	case ISCSI_OP_SCSI_TMFUNC_RSP:
 	case ISCSI_OP_TEXT_RSP:
 	case ISCSI_OP_LOGOUT_RSP:
 	case ISCSI_OP_ASYNC_EVENT:
 	case ISCSI_OP_REJECT:
-		update_statsn(conn, hdr);
+		update_statsn(conn, rsp->statsn);
 		return 0;
 	default:
 		pr_warn_ratelimited("unexpected opcode 0x%02x from the target\n", op);
@@ -1007,17 +1026,17 @@ static int rx_hdr_done(struct itcp_conn *conn)
 static void rx_scsi_rsp(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u8 flags = hdr[1], response = hdr[2], status = hdr[3];
-	u32 residual = get_unaligned_be32(hdr + 44);
+	const struct iscsi_scsi_rsp *rhdr = (const struct iscsi_scsi_rsp *)rx_pdu_hdr(conn);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u8 status = rhdr->cmd_status;
+	u32 residual = be32_to_cpu(rhdr->residual_count);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc, *done;
 	int result;
 
 	stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
 	task = task_lookup_locked(sess, itt);
 	if (!task) {
 		spin_unlock_bh(&sess->lock);
@@ -1026,7 +1045,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 	}
 	sc = task_sc(task);
 	result = (DID_OK << 16) | status;
-	if (response != ISCSI_STATUS_CMD_COMPLETED) {
+	if (rhdr->response != ISCSI_STATUS_CMD_COMPLETED) {
 		result = DID_ERROR << 16;
 	} else {
 		if (status == SAM_STAT_CHECK_CONDITION && conn->rx_dlen >= 2) {
@@ -1041,7 +1060,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 			memcpy(sc->sense_buffer, conn->rx_buf + 2,
 			       min_t(u32, slen, SCSI_SENSE_BUFFERSIZE));
 		}
-		if (flags & ISCSI_FLAG_CMD_UNDERFLOW) {
+		if (rhdr->flags & ISCSI_FLAG_CMD_UNDERFLOW) {
 			if (residual <= scsi_bufflen(sc))
 				scsi_set_resid(sc, residual);
 			else
@@ -1058,16 +1077,16 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 static void rx_datain_status(struct itcp_conn *conn, struct itcp_task *task)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u32 residual = get_unaligned_be32(hdr + 44);
+	const struct iscsi_data_rsp *rhdr = (const struct iscsi_data_rsp *)rx_pdu_hdr(conn);
+	u32 residual = be32_to_cpu(rhdr->residual_count);
 	struct scsi_cmnd *sc = task_sc(task), *done;
-	int result = (DID_OK << 16) | hdr[3];
+	int result = (DID_OK << 16) | rhdr->cmd_status;
 
-	if (hdr[1] & ISCSI_FLAG_DATA_UNDERFLOW) {
+	if (rhdr->flags & ISCSI_FLAG_DATA_UNDERFLOW) {
 		if (residual <= scsi_bufflen(sc))
 			scsi_set_resid(sc, residual);
 		else
-			result = (DID_BAD_TARGET << 16) | hdr[3];
+			result = (DID_BAD_TARGET << 16) | rhdr->cmd_status;
 	}
 	spin_lock_bh(&sess->lock);
 	if (!(task->flags & TASK_ACTIVE)) {
@@ -1083,9 +1102,9 @@ static void rx_datain_status(struct itcp_conn *conn, struct itcp_task *task)
 static void rx_tmf_rsp(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u8 response = hdr[2];
+	const struct iscsi_tm_rsp *rhdr = (const struct iscsi_tm_rsp *)rx_pdu_hdr(conn);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u8 response = rhdr->response;
 	u32 i;
 
 	stat_add(conn, ISCSI_IF_STAT_TMFRSP_PDUS, 1);
@@ -1126,17 +1145,19 @@ static void rx_tmf_rsp(struct itcp_conn *conn)
 static void rx_reject(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
+	/* The data segment holds the rejected PDU's header (rx_buf: kvmalloc, aligned). */
+	const struct iscsi_hdr *rejected = (const struct iscsi_hdr *)conn->rx_buf;
 	struct itcp_task *task;
 	struct scsi_cmnd *done = NULL;
 
 	stat_add(conn, ISCSI_IF_STAT_REJECT_PDUS, 1);
-	if (conn->rx_dlen < ITCP_BHS)
+	if (conn->rx_dlen < ISCSI_HDR_LEN)
 		return;
 	/* A rejected SCSI command will never complete at the target. */
-	if ((conn->rx_buf[0] & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
+	if ((rejected->opcode & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
 		return;
 	spin_lock_bh(&sess->lock);
-	task = task_lookup_locked(sess, get_unaligned_be32(conn->rx_buf + 16));
+	task = task_lookup_locked(sess, itt_to_cpu(rejected->itt));
 	if (task)
 		done = task_finish_locked(sess, task, DID_ERROR << 16);
 	spin_unlock_bh(&sess->lock);
@@ -1152,20 +1173,20 @@ static void rx_to_iscsid(struct itcp_conn *conn, size_t hlen, const void *data, 
 	if (err)
 		pr_warn_ratelimited("connection%u:%u: PDU opcode 0x%02x not passed to iscsid (%d)\n",
 				    conn->ifc->session->sid, conn->ifc->cid,
-				    conn->rx_hdr[0] & ISCSI_OPCODE_MASK, err);
+				    rx_pdu_hdr(conn)->opcode & ISCSI_OPCODE_MASK, err);
 }
 
 /* The whole PDU is in: act on it. */
 static void rx_pdu_done(struct itcp_conn *conn)
 {
-	const u8 *hdr = conn->rx_hdr;
-	u8 op = hdr[0] & ISCSI_OPCODE_MASK;
-	size_t hlen = ITCP_BHS + conn->rx_ahslen;
+	const struct iscsi_hdr *hdr = rx_pdu_hdr(conn);
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
+	size_t hlen = ISCSI_HDR_LEN + conn->rx_ahslen;
 
 	switch (op) {
 	case ISCSI_OP_SCSI_DATA_IN:
 		/* Status in the last Data-In counts as a response, as in libiscsi. */
-		if (conn->rx_task && (hdr[1] & ISCSI_FLAG_DATA_STATUS)) {
+		if (conn->rx_task && (hdr->flags & ISCSI_FLAG_DATA_STATUS)) {
 			stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 			rx_datain_status(conn, conn->rx_task);
 		}
@@ -1242,17 +1263,17 @@ static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
 
 		switch (conn->rx_state) {
 		case RX_BHS:
-			n = min_t(size_t, ITCP_BHS - conn->rx_got, avail);
-			if (!conn->rx_got && n < ITCP_BHS)	/* split across skbs */
+			n = min_t(size_t, ISCSI_HDR_LEN - conn->rx_got, avail);
+			if (!conn->rx_got && n < ISCSI_HDR_LEN)	/* split across skbs */
 				stat_add(conn, ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR, 1);
 			if (skb_copy_bits(skb, off, conn->rx_hdr + conn->rx_got, n))
 				goto fault;
 			conn->rx_got += n;
 			used += n;
-			if (conn->rx_got < ITCP_BHS)
+			if (conn->rx_got < ISCSI_HDR_LEN)
 				break;
-			conn->rx_ahslen = conn->rx_hdr[4] * 4;
-			conn->rx_dlen = ntoh24(conn->rx_hdr + 5);
+			conn->rx_ahslen = rx_pdu_hdr(conn)->hlength * 4;
+			conn->rx_dlen = ntoh24(rx_pdu_hdr(conn)->dlength);
 			conn->rx_pad = (4 - (conn->rx_dlen & 3)) & 3;
 			conn->rx_got = 0;
 			if (conn->rx_ahslen)
@@ -1264,7 +1285,7 @@ static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
 			break;
 		case RX_AHS:
 			n = min_t(size_t, conn->rx_ahslen - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_hdr + ITCP_BHS + conn->rx_got, n))
+			if (skb_copy_bits(skb, off, conn->rx_hdr + ISCSI_HDR_LEN + conn->rx_got, n))
 				goto fault;
 			conn->rx_got += n;
 			used += n;
@@ -1285,7 +1306,7 @@ static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
 			if (conn->rx_got < 4)
 				break;
 			if (get_unaligned_le32(conn->rx_dgst) !=
-			    digest_final(crc32c(~0, conn->rx_hdr, ITCP_BHS + conn->rx_ahslen))) {
+			    digest_final(crc32c(~0, conn->rx_hdr, ISCSI_HDR_LEN + conn->rx_ahslen))) {
 				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
 				pr_warn_ratelimited("header digest error\n");
 				conn_fail(conn, ISCSI_IF_ERR_HDR_DGST);
@@ -1435,7 +1456,7 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 	struct Scsi_Host *shost = sc->device->host;
 	struct itcp_session *sess = shost_sess(shost);
 	struct itcp_task *ref = scsi_cmd_priv(sc);
-	struct iscsi_tm *hdr = (struct iscsi_tm *)sess->tmf_buf;
+	struct iscsi_tm *hdr = &sess->tmf_hdr;
 	struct itcp_conn *conn;
 	unsigned int tmo;
 	long left;
@@ -1478,10 +1499,10 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 	sess->gen++;
 	sess->tmf_itt = ITCP_TMF_TAG |
 		((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
-	hdr->itt = cpu_to_be32(sess->tmf_itt);
-	hdr->rtt = cpu_to_be32(ISCSI_RESERVED_TAG);
+	hdr->itt = cpu_to_itt(sess->tmf_itt);
+	hdr->rtt = RESERVED_ITT;
 	if (func == ISCSI_TM_FUNC_ABORT_TASK) {
-		hdr->rtt = cpu_to_be32(ref->itt);
+		hdr->rtt = cpu_to_itt(ref->itt);
 		hdr->refcmdsn = cpu_to_be32(ref->cmdsn);
 	}
 	hdr->cmdsn = cpu_to_be32(sess->cmdsn);	/* immediate: not advanced */
@@ -1492,8 +1513,8 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 	sess->tmf_answered = false;
 	reinit_completion(&sess->tmf_done);
 	sess->tmf_mgmt.embedded = true;
-	sess->tmf_mgmt.buf = sess->tmf_buf;
-	sess->tmf_mgmt.hlen = ITCP_BHS;
+	sess->tmf_mgmt.buf = (u8 *)hdr;
+	sess->tmf_mgmt.hlen = ISCSI_HDR_LEN;
 	sess->tmf_mgmt.dlen = 0;
 	list_add_tail(&sess->tmf_mgmt.node, &conn->mgmtq);
 	spin_unlock_bh(&sess->lock);
@@ -1713,7 +1734,7 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
 	struct sock *sk;
-	u32 size = max_t(u32, conn->max_recv_dlength, ITCP_BHS);
+	u32 size = max_t(u32, conn->max_recv_dlength, ISCSI_HDR_LEN);
 
 	if (!conn->sock)
 		return -EINVAL;
@@ -1918,17 +1939,20 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
-	u32 ahslen = pdu[4] * 4, dlen = ntoh24(pdu + 5);
-	u8 op = pdu[0] & ISCSI_OPCODE_MASK;
+	/* The caller's buffer may be unaligned: the ITT is read with get_unaligned(). */
+	const struct iscsi_hdr *hdr = (const struct iscsi_hdr *)pdu;
+	u32 ahslen = hdr->hlength * 4, dlen = ntoh24(hdr->dlength);
+	u32 itt = itt_to_cpu(get_unaligned(&hdr->itt));
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
+	struct iscsi_nopout *out;
 	struct itcp_mgmt *m;
 
-	if (len != ITCP_BHS + ahslen + dlen)
+	if (len != ISCSI_HDR_LEN + ahslen + dlen)
 		return -EINVAL;
 	if (op != ISCSI_OP_NOOP_OUT && op != ISCSI_OP_LOGOUT && op != ISCSI_OP_TEXT &&
 	    op != ISCSI_OP_SNACK)
 		return -EINVAL;
-	if (!(get_unaligned_be32(pdu + 16) & BIT(31)) &&
-	    get_unaligned_be32(pdu + 16) != ISCSI_RESERVED_TAG)
+	if (!(itt & BIT(31)) && itt != ISCSI_RESERVED_TAG)
 		return -EINVAL;	/* iscsid's ITTs have bit 31 set */
 	if (dlen > conn->max_xmit_dlength)
 		return -EMSGSIZE;
@@ -1938,7 +1962,7 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 	m->buf = (u8 *)(m + 1);
 	memcpy(m->buf, pdu, len);
 	m->embedded = false;
-	m->hlen = ITCP_BHS + ahslen;
+	m->hlen = ISCSI_HDR_LEN + ahslen;
 	m->dlen = dlen;
 	INIT_LIST_HEAD(&m->node);
 
@@ -1955,8 +1979,10 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 	}
 	conn->mgmt_queued++;
 	if (op != ISCSI_OP_SNACK) {
-		put_unaligned_be32(sess->cmdsn, m->buf + 24);
-		if (!(m->buf[0] & ISCSI_OP_IMMEDIATE))
+		/* CmdSN sits where a NOP-Out has it in Text and Logout too. */
+		out = (struct iscsi_nopout *)m->buf;
+		out->cmdsn = cpu_to_be32(sess->cmdsn);
+		if (!(out->opcode & ISCSI_OP_IMMEDIATE))
 			sess->cmdsn++;
 	}
 	list_add_tail(&m->node, &conn->mgmtq);
