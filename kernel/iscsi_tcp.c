@@ -48,6 +48,7 @@
 
 #include "iscsi_if_kern.h"
 
+#define ITCP_DIGEST_SIZE	4		/* CRC32C */
 #define ITCP_MAX_AHS		1020		/* TotalAHSLength is 8 bits of words */
 #define ITCP_MAX_R2T		16		/* R2Ts kept per command */
 #define ITCP_ECDB_AHS_MAX	(4 + SCSI_MAX_VARLEN_CDB_SIZE - ISCSI_CDB_SIZE + 4)
@@ -160,9 +161,9 @@ struct itcp_conn {
 	/* receive state machine */
 	enum rx_state rx_state;
 	u8 rx_hdr[ISCSI_HDR_LEN + ITCP_MAX_AHS] __aligned(__alignof__(struct iscsi_hdr));
-	u32 rx_hlen, rx_got;		/* bytes of the current part */
-	u32 rx_ahslen, rx_dlen, rx_pad;
-	u8 rx_dgst[4];
+	u32 rx_got;			/* bytes of the current part */
+	u32 rx_ahslen, rx_dlen, rx_padlen;
+	__le32 rx_dgst;
 	u32 rx_crc;
 	struct itcp_task *rx_task;	/* Data-In target, or NULL: rx_buf */
 	u32 rx_offset;			/* Data-In buffer offset */
@@ -206,6 +207,12 @@ static inline itt_t cpu_to_itt(u32 itt)
 static inline const struct iscsi_hdr *rx_pdu_hdr(struct itcp_conn *conn)
 {
 	return (const struct iscsi_hdr *)conn->rx_hdr;
+}
+
+/* Bytes of padding after a data segment of len bytes. */
+static inline u32 pad_len(u32 len)
+{
+	return (ISCSI_PAD_LEN - (len & (ISCSI_PAD_LEN - 1))) & (ISCSI_PAD_LEN - 1);
 }
 
 static inline u32 digest_final(u32 crc)
@@ -387,10 +394,10 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
 	if (conn->hdrdgst) {
 		dgst = cpu_to_le32(digest_final(crc32c(~0, hdr, hlen)));
 		vec[1].iov_base = &dgst;
-		vec[1].iov_len = 4;
+		vec[1].iov_len = ITCP_DIGEST_SIZE;
 		n = 2;
 	}
-	return send_kvec(conn, vec, n, hlen + (n == 2 ? 4 : 0),
+	return send_kvec(conn, vec, n, hlen + (n == 2 ? ITCP_DIGEST_SIZE : 0),
 			 more ? MSG_MORE : 0);
 }
 
@@ -402,9 +409,9 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
  */
 static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 {
-	static const u8 zero[4];
+	static const u8 zero[ISCSI_PAD_LEN];
 	struct kvec vec[2];
-	u32 pad = (4 - (dlen & 3)) & 3;
+	u32 pad = pad_len(dlen);
 	__le32 dgst;
 	int n = 0;
 	size_t len = 0;
@@ -419,8 +426,8 @@ static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 	if (conn->datadgst) {
 		dgst = cpu_to_le32(digest_final(crc));
 		vec[n].iov_base = &dgst;
-		vec[n].iov_len = 4;
-		len += 4;
+		vec[n].iov_len = ITCP_DIGEST_SIZE;
+		len += ITCP_DIGEST_SIZE;
 		n++;
 	}
 	return n ? send_kvec(conn, vec, n, len, 0) : 0;
@@ -458,7 +465,7 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 				kunmap_local(vaddr);
 			}
 			err = send_page(conn, page, poff, chunk,
-					left > chunk || conn->datadgst || (len & 3) ?
+					left > chunk || conn->datadgst || pad_len(len) ?
 					MSG_MORE : 0);
 			if (err)
 				return err;
@@ -471,27 +478,24 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 	return send_pad_dgst(conn, len, crc);
 }
 
-static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
+static int send_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
 {
-	bool tail = (m->dlen & 3) || conn->datadgst;	/* padding or digest follow */
+	bool tail = pad_len(m->dlen) || conn->datadgst;	/* padding or digest follow */
+	struct kvec data = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
 	u32 crc;
 	int err;
 
 	err = send_hdr(conn, m->buf, m->hlen, m->dlen != 0);
 	if (err || !m->dlen)
 		return err;
-	{
-		struct kvec v = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
-
-		err = send_kvec(conn, &v, 1, m->dlen, tail ? MSG_MORE : 0);
-	}
+	err = send_kvec(conn, &data, 1, m->dlen, tail ? MSG_MORE : 0);
 	if (err)
 		return err;
 	crc = conn->datadgst ? crc32c(~0, m->buf + m->hlen, m->dlen) : 0;
 	return send_pad_dgst(conn, m->dlen, crc);
 }
 
-static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task)
+static int send_cmd(struct itcp_conn *conn, struct itcp_task *task)
 {
 	u8 hbuf[ISCSI_HDR_LEN + ITCP_ECDB_AHS_MAX];
 	size_t hlen = ISCSI_HDR_LEN + task->ahs_len;
@@ -578,104 +582,153 @@ static struct scsi_cmnd *task_xmit_done_locked(struct itcp_conn *conn,
 	return NULL;
 }
 
+static void xmit_failed(struct itcp_conn *conn, int err)
+{
+	WRITE_ONCE(conn->xmit_dead, true);
+	if (err != -EPIPE && err != -ECONNRESET)
+		pr_info("connection%u:%u: send failed (%d)\n",
+			conn->ifc->session->sid, conn->ifc->cid, err);
+	iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_XMIT_FAILED);
+}
+
+/* The counter of a PDU from iscsid or the error handler. */
+static int mgmt_stat(u8 op)
+{
+	switch (op) {
+	case ISCSI_OP_NOOP_OUT:
+		return ISCSI_IF_STAT_NOPTX_PDUS;
+	case ISCSI_OP_SCSI_TMFUNC:
+		return ISCSI_IF_STAT_TMFCMD_PDUS;
+	case ISCSI_OP_TEXT:
+		return ISCSI_IF_STAT_TEXT_PDUS;
+	case ISCSI_OP_LOGOUT:
+		return ISCSI_IF_STAT_LOGOUT_PDUS;
+	case ISCSI_OP_SNACK:
+		return ISCSI_IF_STAT_SNACK_PDUS;
+	default:
+		return ISCSI_IF_STAT_UNSPEC;
+	}
+}
+
+/*
+ * The transmit work sends, in this order: iscsid's PDUs and the TMF, SCSI
+ * Commands (with immediate data), Data-Out (unsolicited, then for R2Ts).
+ * xmit_mgmt(), xmit_cmd() and xmit_dataout() are called with sess->lock
+ * held and a PDU on their queue; they take it off, drop the lock, send it
+ * and return 0 or the error of the send.
+ */
+
+static int xmit_mgmt(struct itcp_conn *conn)
+	__releases(&conn->sess->lock)
+{
+	struct itcp_mgmt *m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
+	struct iscsi_hdr *hdr = (struct iscsi_hdr *)m->buf;
+	int stat = mgmt_stat(hdr->opcode & ISCSI_OPCODE_MASK);
+	int err;
+
+	list_del_init(&m->node);
+	if (!m->embedded)
+		conn->mgmt_queued--;
+	/* ExpStatSN as late as possible */
+	hdr->exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+	spin_unlock_bh(&conn->sess->lock);
+
+	err = send_mgmt(conn, m);
+	if (!err && stat != ISCSI_IF_STAT_UNSPEC)
+		stat_add(conn, stat, 1);
+	if (!m->embedded)
+		kfree(m);
+	return err;
+}
+
+static int xmit_cmd(struct itcp_conn *conn)
+	__releases(&conn->sess->lock)
+{
+	struct itcp_session *sess = conn->sess;
+	struct itcp_task *task = list_first_entry(&conn->cmdq, struct itcp_task, xmit_node);
+	struct scsi_cmnd *done;
+	int err;
+
+	list_del_init(&task->xmit_node);
+	task->flags |= TASK_XMIT;
+	sess->xmit_task = task;
+	spin_unlock_bh(&sess->lock);
+
+	err = send_cmd(conn, task);
+
+	spin_lock_bh(&sess->lock);
+	task->flags |= TASK_CMD_SENT;
+	/* Unsolicited data, or R2Ts that came while the command was being sent */
+	if ((task->unsol_left || task->r2t_count) && (task->flags & TASK_ACTIVE) &&
+	    list_empty(&task->xmit_node))
+		list_add_tail(&task->xmit_node, &conn->dataq);
+	done = task_xmit_done_locked(conn, task);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+	return err;
+}
+
+static int xmit_dataout(struct itcp_conn *conn)
+	__releases(&conn->sess->lock)
+{
+	struct itcp_session *sess = conn->sess;
+	struct itcp_task *task = list_first_entry(&conn->dataq, struct itcp_task, xmit_node);
+	struct scsi_cmnd *done;
+	struct iscsi_data hdr;
+	u32 offset, len;
+	int err;
+
+	if (!next_dataout_locked(conn, task, &hdr, &offset, &len)) {
+		spin_unlock_bh(&sess->lock);
+		return 0;	/* nothing left to send: off the queue now */
+	}
+	hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+	task->flags |= TASK_XMIT;
+	sess->xmit_task = task;
+	spin_unlock_bh(&sess->lock);
+
+	err = send_hdr(conn, &hdr, sizeof(hdr), true);
+	if (!err)
+		err = send_sg_data(conn, task_sc(task), offset, len);
+	if (!err)
+		stat_add(conn, ISCSI_IF_STAT_DATAOUT_PDUS, 1);
+
+	spin_lock_bh(&sess->lock);
+	done = task_xmit_done_locked(conn, task);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+	return err;
+}
+
+/* Up to ITCP_XMIT_BUDGET PDUs a run; requeued when there may be more. */
 static void xmit_work_fn(struct work_struct *work)
 {
 	struct itcp_conn *conn = container_of(work, struct itcp_conn, xmit_work);
 	struct itcp_session *sess = conn->sess;
 	unsigned int noio = memalloc_noio_save();
 	int budget = ITCP_XMIT_BUDGET;
-	struct scsi_cmnd *done;
+	int err;
 
 	while (budget-- > 0 && !READ_ONCE(conn->xmit_dead)) {
-		struct itcp_mgmt *m = NULL;
-		struct itcp_task *task = NULL;
-		struct iscsi_data dhdr;
-		u32 off = 0, len = 0;
-		bool is_cmd = false;
-		int err;
-
 		spin_lock_bh(&sess->lock);
 		if (conn->stopping) {
 			spin_unlock_bh(&sess->lock);
 			break;
 		}
 		if (!list_empty(&conn->mgmtq)) {
-			m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
-			list_del_init(&m->node);
-			if (!m->embedded)
-				conn->mgmt_queued--;
-			/* ExpStatSN as late as possible */
-			((struct iscsi_hdr *)m->buf)->exp_statsn =
-				cpu_to_be32(READ_ONCE(conn->exp_statsn));
+			err = xmit_mgmt(conn);
 		} else if (!list_empty(&conn->cmdq)) {
-			task = list_first_entry(&conn->cmdq, struct itcp_task, xmit_node);
-			list_del_init(&task->xmit_node);
-			task->flags |= TASK_XMIT;
-			sess->xmit_task = task;
-			is_cmd = true;
+			err = xmit_cmd(conn);
 		} else if (!list_empty(&conn->dataq)) {
-			task = list_first_entry(&conn->dataq, struct itcp_task, xmit_node);
-			if (next_dataout_locked(conn, task, &dhdr, &off, &len)) {
-				dhdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
-				task->flags |= TASK_XMIT;
-				sess->xmit_task = task;
-			} else {
-				task = NULL;
-				spin_unlock_bh(&sess->lock);
-				continue;
-			}
-		}
-		spin_unlock_bh(&sess->lock);
-
-		if (m) {
-			u8 op = ((struct iscsi_hdr *)m->buf)->opcode & ISCSI_OPCODE_MASK;
-
-			err = xmit_mgmt(conn, m);
-			if (!err) {
-				if (op == ISCSI_OP_NOOP_OUT)
-					stat_add(conn, ISCSI_IF_STAT_NOPTX_PDUS, 1);
-				else if (op == ISCSI_OP_SCSI_TMFUNC)
-					stat_add(conn, ISCSI_IF_STAT_TMFCMD_PDUS, 1);
-				else if (op == ISCSI_OP_TEXT)
-					stat_add(conn, ISCSI_IF_STAT_TEXT_PDUS, 1);
-				else if (op == ISCSI_OP_LOGOUT)
-					stat_add(conn, ISCSI_IF_STAT_LOGOUT_PDUS, 1);
-				else if (op == ISCSI_OP_SNACK)
-					stat_add(conn, ISCSI_IF_STAT_SNACK_PDUS, 1);
-			}
-			if (!m->embedded)
-				kfree(m);
-		} else if (task) {
-			if (is_cmd) {
-				err = xmit_cmd(conn, task);
-			} else {
-				err = send_hdr(conn, &dhdr, ISCSI_HDR_LEN, true);
-				if (!err)
-					err = send_sg_data(conn, task_sc(task), off, len);
-				if (!err)
-					stat_add(conn, ISCSI_IF_STAT_DATAOUT_PDUS, 1);
-			}
-			spin_lock_bh(&sess->lock);
-			if (is_cmd) {
-				task->flags |= TASK_CMD_SENT;
-				if ((task->unsol_left || task->r2t_count) &&
-				    (task->flags & TASK_ACTIVE) &&
-				    list_empty(&task->xmit_node))
-					list_add_tail(&task->xmit_node, &conn->dataq);
-			}
-			done = task_xmit_done_locked(conn, task);
-			spin_unlock_bh(&sess->lock);
-			if (done)
-				scsi_done(done);
+			err = xmit_dataout(conn);
 		} else {
+			spin_unlock_bh(&sess->lock);
 			break;	/* nothing to send */
 		}
 		if (err) {
-			WRITE_ONCE(conn->xmit_dead, true);
-			if (err != -EPIPE && err != -ECONNRESET)
-				pr_info("connection%u:%u: send failed (%d)\n",
-					conn->ifc->session->sid, conn->ifc->cid, err);
-			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_XMIT_FAILED);
+			xmit_failed(conn, err);
 			break;
 		}
 	}
@@ -1225,13 +1278,33 @@ static void rx_pdu_done(struct itcp_conn *conn)
 	conn->rx_task = NULL;
 }
 
-static void rx_next_pdu(struct itcp_conn *conn)
+/*
+ * The receive state machine: one state per part of a PDU as RFC 7143 11.2
+ * lays it out (BHS, AHS, HeaderDigest, DataSegment, padding, DataDigest).
+ * Each state takes what it needs from the skb, returns the bytes it used
+ * (or -EFAULT) and moves to the next part when its own is complete.
+ */
+
+static void rx_set_state(struct itcp_conn *conn, enum rx_state state)
 {
-	conn->rx_state = RX_BHS;
+	conn->rx_state = state;
 	conn->rx_got = 0;
 }
 
-/* After BHS/AHS/digest: go to the data segment or finish the PDU. */
+static void rx_next_pdu(struct itcp_conn *conn)
+{
+	rx_set_state(conn, RX_BHS);
+}
+
+/* The whole PDU is in: act on it, then wait for the next one. */
+static void rx_after_pdu(struct itcp_conn *conn)
+{
+	rx_pdu_done(conn);
+	if (conn->rx_state != RX_DEAD)
+		rx_next_pdu(conn);
+}
+
+/* The header is in (digest checked): go to the data segment or end the PDU. */
 static void rx_after_hdr(struct itcp_conn *conn)
 {
 	int err = rx_hdr_done(conn);
@@ -1240,160 +1313,197 @@ static void rx_after_hdr(struct itcp_conn *conn)
 		conn_fail(conn, err);
 		return;
 	}
-	conn->rx_got = 0;
-	if (conn->rx_dlen) {
-		conn->rx_state = RX_DATA;
-	} else {
-		rx_pdu_done(conn);
-		if (conn->rx_state != RX_DEAD)
-			rx_next_pdu(conn);
-	}
+	if (conn->rx_dlen)
+		rx_set_state(conn, RX_DATA);
+	else
+		rx_after_pdu(conn);
 }
 
+/* BHS and AHS are in: the header digest follows if negotiated. */
+static void rx_after_ahs(struct itcp_conn *conn)
+{
+	if (conn->hdrdgst)
+		rx_set_state(conn, RX_HDGST);
+	else
+		rx_after_hdr(conn);
+}
+
+/* The data segment and its padding are in: the data digest follows if negotiated. */
+static void rx_after_pad(struct itcp_conn *conn)
+{
+	if (conn->datadgst)
+		rx_set_state(conn, RX_DDGST);
+	else
+		rx_after_pdu(conn);
+}
+
+/* Copy the next bytes of a part of fixed size (BHS, AHS, padding, a digest). */
+static int rx_fill(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		   size_t avail, void *buf, u32 size)
+{
+	u32 n = min_t(size_t, size - conn->rx_got, avail);
+
+	if (skb_copy_bits(skb, off, buf + conn->rx_got, n))
+		return -EFAULT;
+	conn->rx_got += n;
+	return n;
+}
+
+static int rx_bhs(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		  size_t avail)
+{
+	const struct iscsi_hdr *hdr = rx_pdu_hdr(conn);
+	int n;
+
+	if (!conn->rx_got && avail < ISCSI_HDR_LEN)	/* split across skbs */
+		stat_add(conn, ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR, 1);
+	n = rx_fill(conn, skb, off, avail, conn->rx_hdr, ISCSI_HDR_LEN);
+	if (n < 0 || conn->rx_got < ISCSI_HDR_LEN)
+		return n;
+	conn->rx_ahslen = hdr->hlength * 4;
+	conn->rx_dlen = ntoh24(hdr->dlength);
+	conn->rx_padlen = pad_len(conn->rx_dlen);
+	if (conn->rx_ahslen)
+		rx_set_state(conn, RX_AHS);
+	else
+		rx_after_ahs(conn);
+	return n;
+}
+
+static int rx_ahs(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		  size_t avail)
+{
+	int n = rx_fill(conn, skb, off, avail, conn->rx_hdr + ISCSI_HDR_LEN,
+			conn->rx_ahslen);
+
+	if (n >= 0 && conn->rx_got == conn->rx_ahslen)
+		rx_after_ahs(conn);
+	return n;
+}
+
+static int rx_hdgst(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		    size_t avail)
+{
+	int n = rx_fill(conn, skb, off, avail, &conn->rx_dgst, ITCP_DIGEST_SIZE);
+	u32 crc;
+
+	if (n < 0 || conn->rx_got < ITCP_DIGEST_SIZE)
+		return n;
+	crc = crc32c(~0, conn->rx_hdr, ISCSI_HDR_LEN + conn->rx_ahslen);
+	if (le32_to_cpu(conn->rx_dgst) != digest_final(crc)) {
+		stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
+		pr_warn_ratelimited("header digest error\n");
+		conn_fail(conn, ISCSI_IF_ERR_HDR_DGST);
+		return n;
+	}
+	rx_after_hdr(conn);
+	return n;
+}
+
+/* Data-In goes straight into the command's buffer, anything else to rx_buf. */
+static int rx_data(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		   size_t avail)
+{
+	u32 n = min_t(size_t, conn->rx_dlen - conn->rx_got, avail);
+	u32 at;
+
+	if (conn->rx_task) {
+		if (rx_copy_to_task(conn, conn->rx_task, skb, off, n)) {
+			conn_fail(conn, ISCSI_IF_ERR_PROTO);
+			return 0;
+		}
+	} else {
+		/* rx_buf holds max_recv_dlength; discarded data wraps. */
+		at = conn->rx_discard ? conn->rx_got % conn->rx_buf_size : conn->rx_got;
+		n = min_t(u32, n, conn->rx_buf_size - at);
+		if (skb_copy_bits(skb, off, conn->rx_buf + at, n))
+			return -EFAULT;
+		if (conn->datadgst)
+			conn->rx_crc = crc32c(conn->rx_crc, conn->rx_buf + at, n);
+	}
+	conn->rx_got += n;
+	if (conn->rx_got < conn->rx_dlen)
+		return n;
+	if (conn->rx_padlen)
+		rx_set_state(conn, RX_PAD);
+	else
+		rx_after_pad(conn);
+	return n;
+}
+
+static int rx_pad(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		  size_t avail)
+{
+	u8 pad[ISCSI_PAD_LEN];
+	u32 got = conn->rx_got;
+	int n = rx_fill(conn, skb, off, avail, pad, conn->rx_padlen);
+
+	if (n < 0)
+		return n;
+	if (conn->datadgst)
+		conn->rx_crc = crc32c(conn->rx_crc, pad + got, n);
+	if (conn->rx_got == conn->rx_padlen)
+		rx_after_pad(conn);
+	return n;
+}
+
+static int rx_ddgst(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		    size_t avail)
+{
+	int n = rx_fill(conn, skb, off, avail, &conn->rx_dgst, ITCP_DIGEST_SIZE);
+
+	if (n < 0 || conn->rx_got < ITCP_DIGEST_SIZE)
+		return n;
+	if (le32_to_cpu(conn->rx_dgst) != digest_final(conn->rx_crc)) {
+		stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
+		pr_warn_ratelimited("data digest error\n");
+		conn_fail(conn, ISCSI_IF_ERR_DATA_DGST);
+		return n;
+	}
+	rx_after_pdu(conn);
+	return n;
+}
+
+/* tcp_read_sock() actor: hands the skb to the state of the PDU in progress. */
 static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
 		    unsigned int offset, size_t len)
 {
 	struct itcp_conn *conn = desc->arg.data;
 	size_t used = 0;
+	int n;
 
 	while (used < len && conn->rx_state != RX_DEAD) {
-		size_t avail = len - used;
-		unsigned int off = offset + used;
-		u32 n;
-
 		switch (conn->rx_state) {
 		case RX_BHS:
-			n = min_t(size_t, ISCSI_HDR_LEN - conn->rx_got, avail);
-			if (!conn->rx_got && n < ISCSI_HDR_LEN)	/* split across skbs */
-				stat_add(conn, ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR, 1);
-			if (skb_copy_bits(skb, off, conn->rx_hdr + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < ISCSI_HDR_LEN)
-				break;
-			conn->rx_ahslen = rx_pdu_hdr(conn)->hlength * 4;
-			conn->rx_dlen = ntoh24(rx_pdu_hdr(conn)->dlength);
-			conn->rx_pad = (4 - (conn->rx_dlen & 3)) & 3;
-			conn->rx_got = 0;
-			if (conn->rx_ahslen)
-				conn->rx_state = RX_AHS;
-			else if (conn->hdrdgst)
-				conn->rx_state = RX_HDGST;
-			else
-				rx_after_hdr(conn);
+			n = rx_bhs(conn, skb, offset + used, len - used);
 			break;
 		case RX_AHS:
-			n = min_t(size_t, conn->rx_ahslen - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_hdr + ISCSI_HDR_LEN + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < conn->rx_ahslen)
-				break;
-			conn->rx_got = 0;
-			if (conn->hdrdgst)
-				conn->rx_state = RX_HDGST;
-			else
-				rx_after_hdr(conn);
+			n = rx_ahs(conn, skb, offset + used, len - used);
 			break;
 		case RX_HDGST:
-			n = min_t(size_t, 4 - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_dgst + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < 4)
-				break;
-			if (get_unaligned_le32(conn->rx_dgst) !=
-			    digest_final(crc32c(~0, conn->rx_hdr, ISCSI_HDR_LEN + conn->rx_ahslen))) {
-				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
-				pr_warn_ratelimited("header digest error\n");
-				conn_fail(conn, ISCSI_IF_ERR_HDR_DGST);
-				break;
-			}
-			rx_after_hdr(conn);
+			n = rx_hdgst(conn, skb, offset + used, len - used);
 			break;
 		case RX_DATA:
-			n = min_t(size_t, conn->rx_dlen - conn->rx_got, avail);
-			if (conn->rx_task) {
-				if (rx_copy_to_task(conn, conn->rx_task, skb, off, n)) {
-					conn_fail(conn, ISCSI_IF_ERR_PROTO);
-					break;
-				}
-			} else {
-				/* rx_buf holds max_recv_dlength; discarded data wraps. */
-				u32 at = conn->rx_discard ? conn->rx_got % conn->rx_buf_size
-							  : conn->rx_got;
-
-				n = min_t(u32, n, conn->rx_buf_size - at);
-				if (skb_copy_bits(skb, off, conn->rx_buf + at, n))
-					goto fault;
-				if (conn->datadgst)
-					conn->rx_crc = crc32c(conn->rx_crc, conn->rx_buf + at, n);
-			}
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < conn->rx_dlen)
-				break;
-			conn->rx_got = 0;
-			if (conn->rx_pad)
-				conn->rx_state = RX_PAD;
-			else if (conn->datadgst)
-				conn->rx_state = RX_DDGST;
-			else
-				goto pdu_done;
+			n = rx_data(conn, skb, offset + used, len - used);
 			break;
-		case RX_PAD: {
-			u8 pad[4];
-
-			n = min_t(size_t, conn->rx_pad - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, pad, n))
-				goto fault;
-			if (conn->datadgst)
-				conn->rx_crc = crc32c(conn->rx_crc, pad, n);
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < conn->rx_pad)
-				break;
-			conn->rx_got = 0;
-			if (conn->datadgst)
-				conn->rx_state = RX_DDGST;
-			else
-				goto pdu_done;
+		case RX_PAD:
+			n = rx_pad(conn, skb, offset + used, len - used);
 			break;
-		}
 		case RX_DDGST:
-			n = min_t(size_t, 4 - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_dgst + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < 4)
-				break;
-			if (get_unaligned_le32(conn->rx_dgst) != digest_final(conn->rx_crc)) {
-				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
-				pr_warn_ratelimited("data digest error\n");
-				conn_fail(conn, ISCSI_IF_ERR_DATA_DGST);
-				break;
-			}
-			goto pdu_done;
-		case RX_DEAD:
+			n = rx_ddgst(conn, skb, offset + used, len - used);
+			break;
+		default:
+			n = 0;
 			break;
 		}
-		continue;
-pdu_done:
-		rx_pdu_done(conn);
-		if (conn->rx_state != RX_DEAD)
-			rx_next_pdu(conn);
+		if (n < 0) {
+			conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
+			break;
+		}
+		used += n;
 	}
 	if (conn->rx_state == RX_DEAD)
 		desc->count = 0;
-	stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, used);
-	return used;
-fault:
-	conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
-	desc->count = 0;
 	stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, used);
 	return used;
 }
