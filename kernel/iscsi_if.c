@@ -554,6 +554,7 @@ static void session_fail(struct iscsi_if_session *s)
 	}
 	spin_unlock_irqrestore(&s->lock, flags);
 	if (changed) {
+		wake_up_all(&s->state_wq);
 		recovery_arm(s);
 		session_state_event(s, ISCSI_IF_SESSION_FAILED);
 	}
@@ -581,6 +582,7 @@ static int session_set_state(struct iscsi_if_session *s, int state)
 	old = s->state;
 	WRITE_ONCE(s->state, state);
 	spin_unlock_irqrestore(&s->lock, flags);
+	wake_up_all(&s->state_wq);
 	return old;
 }
 
@@ -621,6 +623,7 @@ static void conn_set_state(struct iscsi_if_conn *c, int state)
 	spin_lock_irqsave(&c->session->lock, flags);
 	WRITE_ONCE(c->state, state);
 	spin_unlock_irqrestore(&c->session->lock, flags);
+	wake_up_all(&c->session->state_wq);
 }
 
 static void conn_stop(struct iscsi_if_conn *c, int flag)
@@ -669,6 +672,7 @@ static void conn_err_work_fn(struct work_struct *work)
 	spin_unlock_irqrestore(&s->lock, flags);
 	/* Raised just before a stop: iscsid already acted on it. */
 	if (running) {
+		wake_up_all(&s->state_wq);
 		event_simple(ISCSI_IF_EVENT_CONN_ERROR, s->sid, 1, c->cid,
 			     ISCSI_IF_ATTR_ERROR, c->error, GFP_KERNEL);
 		session_fail(s);
@@ -803,6 +807,7 @@ static void session_unpublish(struct iscsi_if_session *s)
 	s->removing = true;
 	WRITE_ONCE(s->state, ISCSI_IF_SESSION_FREE);
 	spin_unlock_irqrestore(&s->lock, flags);
+	wake_up_all(&s->state_wq);
 	recovery_cancel(s);
 
 	/* Fail outstanding I/O first, so a running scan or sd's final
@@ -1061,6 +1066,7 @@ static int cmd_create_session(struct sk_buff *skb, struct genl_info *info)
 	s->creator = task_tgid_vnr(current);
 	spin_lock_init(&s->lock);
 	mutex_init(&s->scan_lock);
+	init_waitqueue_head(&s->state_wq);
 	INIT_LIST_HEAD(&s->conns);
 	INIT_DELAYED_WORK(&s->recovery_work, recovery_work_fn);
 	device_initialize(&s->dev);

@@ -24,6 +24,7 @@
 #include <linux/list.h>
 #include <linux/module.h>
 #include <linux/spinlock.h>
+#include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <scsi/scsi_host.h>
 
@@ -53,6 +54,7 @@ struct iscsi_if_session {
 
 	spinlock_t lock;		/* state, blocked */
 	int state;			/* enum iscsi_if_session_state */
+	wait_queue_head_t state_wq;	/* woken when state or a connection's state changes */
 	unsigned int recovery_tmo;	/* seconds */
 	struct delayed_work recovery_work;
 	struct mutex scan_lock;		/* SCAN against DESTROY */

@@ -26,7 +26,6 @@
 
 #include <linux/blk-mq.h>
 #include <linux/crc32c.h>
-#include <linux/delay.h>
 #include <linux/highmem.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
@@ -1687,6 +1686,28 @@ static int itcp_eh_device_reset(struct scsi_cmnd *sc)
 }
 
 /*
+ * After a failed target reset: 1 once a new connection runs, -1 when the
+ * session ended (recovery timed out, logout, destroy), 0 while recovering.
+ */
+static int recovery_outcome(struct iscsi_if_session *ifs, u32 gen)
+{
+	struct itcp_session *sess = ifs->dd_data;
+	bool up;
+
+	if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE && ifs->removing)
+		return -1;
+	spin_lock_bh(&sess->lock);
+	up = sess->conn && sess->conn_gen != gen && !sess->conn->stopping;
+	spin_unlock_bh(&sess->lock);
+	if (up && iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_LOGGED_IN)
+		return 1;
+	if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE &&
+	    sess->conn_gen == gen && !sess->conn)
+		return -1;
+	return 0;
+}
+
+/*
  * The last resort before the midlayer takes the devices offline: if the
  * target cannot reset, recover the session (iscsid reconnects on the
  * connection error) and succeed once a new connection runs; fail when the
@@ -1697,7 +1718,8 @@ static int itcp_eh_target_reset(struct scsi_cmnd *sc)
 	struct Scsi_Host *shost = sc->device->host;
 	struct iscsi_if_session *ifs = iscsi_if_shost_session(shost);
 	struct itcp_session *sess = ifs->dd_data;
-	unsigned long deadline;
+	unsigned long tmo;
+	int outcome = 0;
 	u32 gen;
 
 	if (itcp_tmf(sc, ISCSI_TM_FUNC_TARGET_WARM_RESET) == SUCCESS)
@@ -1710,23 +1732,14 @@ static int itcp_eh_target_reset(struct scsi_cmnd *sc)
 	spin_unlock_bh(&sess->lock);
 	shost_printk(KERN_INFO, shost, "target reset failed: waiting for session recovery\n");
 
-	deadline = jiffies + (READ_ONCE(ifs->recovery_tmo) + 5) * HZ;
-	while (time_before(jiffies, deadline)) {
-		bool up;
-
-		if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE && ifs->removing)
-			break;
-		spin_lock_bh(&sess->lock);
-		up = sess->conn && sess->conn_gen != gen && !sess->conn->stopping;
-		spin_unlock_bh(&sess->lock);
-		if (up && iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_LOGGED_IN)
-			return SUCCESS;
-		if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE &&
-		    sess->conn_gen == gen && !sess->conn)
-			break;	/* recovery timed out, or logged out */
-		msleep(100);
-	}
-	return FAILED;
+	/*
+	 * iscsi_if wakes state_wq at every session and connection state
+	 * change. TASK_IDLE: the wait may outlast the hung task timeout.
+	 */
+	tmo = (READ_ONCE(ifs->recovery_tmo) + 5) * HZ;
+	wait_event_idle_timeout(ifs->state_wq,
+				(outcome = recovery_outcome(ifs, gen)) != 0, tmo);
+	return outcome > 0 ? SUCCESS : FAILED;
 }
 
 /* -------------------------------------------------- transport callbacks */
