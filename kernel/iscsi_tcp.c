@@ -1910,16 +1910,56 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	return 0;
 }
 
+/* The socket's callbacks are its owner's again; a blocked sender wakes up. */
+static void itcp_unhook_sock(struct itcp_conn *conn)
+{
+	struct sock *sk;
+
+	if (!conn->sock)
+		return;
+	sk = conn->sock->sk;
+	if (conn->callbacks_set) {
+		write_lock_bh(&sk->sk_callback_lock);
+		sk->sk_user_data = NULL;
+		sk->sk_data_ready = conn->old_data_ready;
+		sk->sk_state_change = conn->old_state_change;
+		conn->callbacks_set = false;
+		write_unlock_bh(&sk->sk_callback_lock);
+	}
+	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+}
+
+/*
+ * Under sess->lock: every task leaves the table with result; the commands to
+ * complete go on done through their xmit_node (a finished task is on no
+ * transmit queue), so that nothing needs to be allocated here.
+ */
+static void tasks_finish_all_locked(struct itcp_session *sess, int result,
+				    struct list_head *done)
+{
+	struct itcp_task *task;
+	u32 i;
+
+	for (i = 0; i < sess->ntasks; i++) {
+		task = sess->tasks[i];
+		if (!task)
+			continue;
+		if (task_finish_locked(sess, task, result))
+			list_add_tail(&task->xmit_node, done);
+		task->flags &= ~TASK_DONE_PENDING;
+	}
+}
+
 static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
 	int result = flag == ISCSI_IF_STOP_RECOVER ? DID_TRANSPORT_DISRUPTED << 16
 						   : DID_NO_CONNECT << 16;
-	struct scsi_cmnd **done;
+	struct itcp_task *task, *next;
 	struct itcp_mgmt *m, *tmp;
 	LIST_HEAD(mgmt);
-	u32 i, n = 0;
+	LIST_HEAD(done);
 
 	spin_lock_bh(&sess->lock);
 	conn->stopping = true;
@@ -1927,36 +1967,12 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 		sess->conn = NULL;
 	spin_unlock_bh(&sess->lock);
 
-	if (conn->sock) {
-		struct sock *sk = conn->sock->sk;
-
-		if (conn->callbacks_set) {
-			write_lock_bh(&sk->sk_callback_lock);
-			sk->sk_user_data = NULL;
-			sk->sk_data_ready = conn->old_data_ready;
-			sk->sk_state_change = conn->old_state_change;
-			conn->callbacks_set = false;
-			write_unlock_bh(&sk->sk_callback_lock);
-		}
-		/* Wakes a sender blocked on a stalled peer. */
-		kernel_sock_shutdown(conn->sock, SHUT_RDWR);
-	}
+	itcp_unhook_sock(conn);
 	cancel_work_sync(&conn->xmit_work);
 	conn->rx_state = RX_DEAD;
 
-	done = kcalloc(sess->ntasks, sizeof(*done), GFP_NOIO);
 	spin_lock_bh(&sess->lock);
-	for (i = 0; i < sess->ntasks; i++) {
-		struct itcp_task *t = sess->tasks[i];
-		struct scsi_cmnd *sc;
-
-		if (!t)
-			continue;
-		sc = task_finish_locked(sess, t, result);
-		t->flags &= ~TASK_DONE_PENDING;
-		if (sc && done)
-			done[n++] = sc;
-	}
+	tasks_finish_all_locked(sess, result, &done);
 	INIT_LIST_HEAD(&conn->cmdq);
 	INIT_LIST_HEAD(&conn->dataq);
 	list_splice_init(&conn->mgmtq, &mgmt);
@@ -1971,13 +1987,10 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 		if (!m->embedded)
 			kfree(m);
 	}
-	/*
-	 * Without memory for the list (GFP_NOIO failed), commands are still
-	 * out of the table and the midlayer's timeout handles them.
-	 */
-	for (i = 0; i < n; i++)
-		scsi_done(done[i]);
-	kfree(done);
+	list_for_each_entry_safe(task, next, &done, xmit_node) {
+		list_del_init(&task->xmit_node);
+		scsi_done(task_sc(task));
+	}
 	itcp_release_sock(conn);
 }
 
