@@ -66,43 +66,78 @@ enum param_kind { P_STR, P_UINT, P_BOOL, P_ISID, P_DIGEST };
 struct param_desc {
 	enum param_kind kind;
 	u32 min, max;		/* P_UINT; P_STR: max length */
-	bool conn;		/* a connection parameter */
+	bool conn;		/* a connection parameter: CID required */
 };
 
 static const struct param_desc param_descs[__ISCSI_IF_PARAM_MAX] = {
-	[ISCSI_IF_PARAM_MAX_RECV_DLENGTH]	= { P_UINT, 512, 16777215, true },
-	[ISCSI_IF_PARAM_MAX_XMIT_DLENGTH]	= { P_UINT, 512, 16777215, true },
-	[ISCSI_IF_PARAM_HDRDGST_EN]		= { P_DIGEST, 0, 1, true },
-	[ISCSI_IF_PARAM_DATADGST_EN]		= { P_DIGEST, 0, 1, true },
-	[ISCSI_IF_PARAM_CONN_ADDRESS]		= { P_STR, 0, 63, true },
-	[ISCSI_IF_PARAM_CONN_PORT]		= { P_UINT, 0, 65535, true },
-	[ISCSI_IF_PARAM_PERSISTENT_ADDRESS]	= { P_STR, 0, 63, true },
-	[ISCSI_IF_PARAM_PERSISTENT_PORT]	= { P_UINT, 0, 65535, true },
-	[ISCSI_IF_PARAM_PING_TMO]		= { P_UINT, 0, 86400, true },
-	[ISCSI_IF_PARAM_RECV_TMO]		= { P_UINT, 0, 86400, true },
-	[ISCSI_IF_PARAM_TARGET_NAME]		= { P_STR, 0, 223, false },
-	[ISCSI_IF_PARAM_TPGT]			= { P_UINT, 0, 65535, false },
-	[ISCSI_IF_PARAM_INITIATOR_NAME]		= { P_STR, 0, 223, false },
-	[ISCSI_IF_PARAM_TARGET_ALIAS]		= { P_STR, 0, 255, false },
-	[ISCSI_IF_PARAM_IFACE_NAME]		= { P_STR, 0, 63, false },
-	[ISCSI_IF_PARAM_ISID]			= { P_ISID, 0, 0, false },
-	[ISCSI_IF_PARAM_TSIH]			= { P_UINT, 0, 65535, false },
-	[ISCSI_IF_PARAM_INITIAL_R2T_EN]		= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_IMM_DATA_EN]		= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_FIRST_BURST]		= { P_UINT, 512, 16777215, false },
-	[ISCSI_IF_PARAM_MAX_BURST]		= { P_UINT, 512, 16777215, false },
-	[ISCSI_IF_PARAM_MAX_R2T]		= { P_UINT, 1, 65535, false },
-	[ISCSI_IF_PARAM_PDU_INORDER_EN]		= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_DATASEQ_INORDER_EN]	= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_ERL]			= { P_UINT, 0, 2, false },
-	[ISCSI_IF_PARAM_DEF_TIME2WAIT]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_DEF_TIME2RETAIN]	= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_RECOVERY_TMO]		= { P_UINT, 0, 86400 * 365, false },
-	[ISCSI_IF_PARAM_ABORT_TMO]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_LU_RESET_TMO]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_TGT_RESET_TMO]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_USERNAME]		= { P_STR, 0, 255, false },
-	[ISCSI_IF_PARAM_USERNAME_IN]		= { P_STR, 0, 255, false },
+	/* connection parameters */
+	[ISCSI_IF_PARAM_MAX_RECV_DLENGTH] =
+		{ .kind = P_UINT, .min = 512, .max = 16777215, .conn = true },
+	[ISCSI_IF_PARAM_MAX_XMIT_DLENGTH] =
+		{ .kind = P_UINT, .min = 512, .max = 16777215, .conn = true },
+	[ISCSI_IF_PARAM_HDRDGST_EN] =
+		{ .kind = P_DIGEST, .conn = true },
+	[ISCSI_IF_PARAM_DATADGST_EN] =
+		{ .kind = P_DIGEST, .conn = true },
+	[ISCSI_IF_PARAM_CONN_ADDRESS] =
+		{ .kind = P_STR, .max = 63, .conn = true },
+	[ISCSI_IF_PARAM_CONN_PORT] =
+		{ .kind = P_UINT, .min = 0, .max = 65535, .conn = true },
+	[ISCSI_IF_PARAM_PERSISTENT_ADDRESS] =
+		{ .kind = P_STR, .max = 63, .conn = true },
+	[ISCSI_IF_PARAM_PERSISTENT_PORT] =
+		{ .kind = P_UINT, .min = 0, .max = 65535, .conn = true },
+	[ISCSI_IF_PARAM_PING_TMO] =
+		{ .kind = P_UINT, .min = 0, .max = 86400, .conn = true },
+	[ISCSI_IF_PARAM_RECV_TMO] =
+		{ .kind = P_UINT, .min = 0, .max = 86400, .conn = true },
+	/* session parameters */
+	[ISCSI_IF_PARAM_TARGET_NAME] =
+		{ .kind = P_STR, .max = 223 },
+	[ISCSI_IF_PARAM_TPGT] =
+		{ .kind = P_UINT, .min = 0, .max = 65535 },
+	[ISCSI_IF_PARAM_INITIATOR_NAME] =
+		{ .kind = P_STR, .max = 223 },
+	[ISCSI_IF_PARAM_TARGET_ALIAS] =
+		{ .kind = P_STR, .max = 255 },
+	[ISCSI_IF_PARAM_IFACE_NAME] =
+		{ .kind = P_STR, .max = 63 },
+	[ISCSI_IF_PARAM_ISID] =
+		{ .kind = P_ISID },
+	[ISCSI_IF_PARAM_TSIH] =
+		{ .kind = P_UINT, .min = 0, .max = 65535 },
+	[ISCSI_IF_PARAM_INITIAL_R2T_EN] =
+		{ .kind = P_BOOL },
+	[ISCSI_IF_PARAM_IMM_DATA_EN] =
+		{ .kind = P_BOOL },
+	[ISCSI_IF_PARAM_FIRST_BURST] =
+		{ .kind = P_UINT, .min = 512, .max = 16777215 },
+	[ISCSI_IF_PARAM_MAX_BURST] =
+		{ .kind = P_UINT, .min = 512, .max = 16777215 },
+	[ISCSI_IF_PARAM_MAX_R2T] =
+		{ .kind = P_UINT, .min = 1, .max = 65535 },
+	[ISCSI_IF_PARAM_PDU_INORDER_EN] =
+		{ .kind = P_BOOL },
+	[ISCSI_IF_PARAM_DATASEQ_INORDER_EN] =
+		{ .kind = P_BOOL },
+	[ISCSI_IF_PARAM_ERL] =
+		{ .kind = P_UINT, .min = 0, .max = 2 },
+	[ISCSI_IF_PARAM_DEF_TIME2WAIT] =
+		{ .kind = P_UINT, .min = 0, .max = 3600 },
+	[ISCSI_IF_PARAM_DEF_TIME2RETAIN] =
+		{ .kind = P_UINT, .min = 0, .max = 3600 },
+	[ISCSI_IF_PARAM_RECOVERY_TMO] =
+		{ .kind = P_UINT, .min = 0, .max = 86400 * 365 },
+	[ISCSI_IF_PARAM_ABORT_TMO] =
+		{ .kind = P_UINT, .min = 0, .max = 3600 },
+	[ISCSI_IF_PARAM_LU_RESET_TMO] =
+		{ .kind = P_UINT, .min = 0, .max = 3600 },
+	[ISCSI_IF_PARAM_TGT_RESET_TMO] =
+		{ .kind = P_UINT, .min = 0, .max = 3600 },
+	[ISCSI_IF_PARAM_USERNAME] =
+		{ .kind = P_STR, .max = 255 },
+	[ISCSI_IF_PARAM_USERNAME_IN] =
+		{ .kind = P_STR, .max = 255 },
 };
 
 /*
@@ -138,12 +173,12 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 	case P_BOOL:
 	case P_DIGEST:
 		if (!strcmp(v, "1") || !strcasecmp(v, "Yes") ||
-		    (d->kind == P_DIGEST && !strcasecmp(v, "CRC32C")))
+		    (d->kind == P_DIGEST && !strcasecmp(v, "CRC32C"))) {
 			u = 1;
-		else if (!strcmp(v, "0") || !strcasecmp(v, "No") ||
-			 (d->kind == P_DIGEST && !strcasecmp(v, "None")))
+		} else if (!strcmp(v, "0") || !strcasecmp(v, "No") ||
+			   (d->kind == P_DIGEST && !strcasecmp(v, "None"))) {
 			u = 0;
-		else {
+		} else {
 			NL_SET_ERR_MSG(extack, "parameter value must be 0 or 1");
 			return ERR_PTR(-EINVAL);
 		}
@@ -204,12 +239,16 @@ static ssize_t conn_param_show(struct device *dev, struct device_attribute *attr
 	return param_text_show(c->session, to_param_attr(attr)->param, buf);
 }
 
-#define SESS_ATTR(_name, _p) \
-	static struct param_attr sess_attr_##_name = \
-		{ __ATTR(_name, 0444, sess_param_show, NULL), _p }
-#define CONN_ATTR(_name, _p) \
-	static struct param_attr conn_attr_##_name = \
-		{ __ATTR(_name, 0444, conn_param_show, NULL), _p }
+#define SESS_ATTR(_name, _p)						\
+	static struct param_attr sess_attr_##_name = {			\
+		.attr = __ATTR(_name, 0444, sess_param_show, NULL),	\
+		.param = _p,						\
+	}
+#define CONN_ATTR(_name, _p)						\
+	static struct param_attr conn_attr_##_name = {			\
+		.attr = __ATTR(_name, 0444, conn_param_show, NULL),	\
+		.param = _p,						\
+	}
 
 SESS_ATTR(targetname, ISCSI_IF_PARAM_TARGET_NAME);
 SESS_ATTR(tpgt, ISCSI_IF_PARAM_TPGT);

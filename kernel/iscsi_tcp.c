@@ -2009,16 +2009,16 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 	int err = parse_uint(value, &v);	/* every value used here is a number */
 
 	spin_lock_bh(&sess->lock);
-	running = sess->conn != NULL;
+	running = sess->conn;
 	spin_unlock_bh(&sess->lock);
-	if (!conn && param <= ISCSI_IF_PARAM_RECV_TMO)
-		return -EINVAL;
 
 	switch (param) {
 	case ISCSI_IF_PARAM_MAX_RECV_DLENGTH:
 	case ISCSI_IF_PARAM_MAX_XMIT_DLENGTH:
 	case ISCSI_IF_PARAM_HDRDGST_EN:
 	case ISCSI_IF_PARAM_DATADGST_EN:
+		if (!conn)
+			return -EINVAL;	/* iscsi_if passes the connection of a connection parameter */
 		if (err)
 			return err;
 		if (running && sess->conn == conn)
