@@ -477,11 +477,6 @@ static struct class iscsi_host_class = {
 	.dev_groups = iscsi_host_groups,
 };
 
-/* The class devices are embedded; their lifetime is the owner's (see below). */
-static void cdev_release(struct device *dev)
-{
-}
-
 /* -------------------------------------------------------------- events */
 
 static void event_send(struct sk_buff *skb, void *hdr, gfp_t gfp)
@@ -774,6 +769,13 @@ EXPORT_SYMBOL_GPL(iscsi_if_unregister_transport);
 
 /* ------------------------------------------------------ object lifetimes */
 
+/*
+ * A session is one allocation with three devices in it: dev ("sessionN")
+ * owns it, and the class devices cdev and hdev each hold a reference on dev
+ * from their initialisation to their release. The session is freed when the
+ * last of the three goes. A connection: dev owns it, cdev holds a reference
+ * on dev, and dev one on the session's dev.
+ */
 static void session_release(struct device *dev)
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, dev);
@@ -788,6 +790,16 @@ static void session_release(struct device *dev)
 	module_put(owner);
 }
 
+static void session_cdev_release(struct device *dev)
+{
+	put_device(&container_of(dev, struct iscsi_if_session, cdev)->dev);
+}
+
+static void session_hdev_release(struct device *dev)
+{
+	put_device(&container_of(dev, struct iscsi_if_session, hdev)->dev);
+}
+
 static void conn_release(struct device *dev)
 {
 	struct iscsi_if_conn *c = container_of(dev, struct iscsi_if_conn, dev);
@@ -795,6 +807,72 @@ static void conn_release(struct device *dev)
 
 	kfree(c);
 	put_device(&s->dev);
+}
+
+static void conn_cdev_release(struct device *dev)
+{
+	put_device(&container_of(dev, struct iscsi_if_conn, cdev)->dev);
+}
+
+/* A connection of s, not yet known to the transport or sysfs: put both devices to free it. */
+static struct iscsi_if_conn *conn_alloc(struct iscsi_if_session *s, u32 cid)
+{
+	struct iscsi_if_conn *c;
+
+	c = kzalloc(sizeof(*c) + s->transport->conn_size, GFP_KERNEL);
+	if (!c)
+		return NULL;
+	c->session = s;
+	c->cid = cid;
+	c->dd_data = c + 1;
+	c->state = ISCSI_IF_CONN_CREATED;
+	INIT_WORK(&c->err_work, conn_err_work_fn);
+	INIT_LIST_HEAD(&c->node);
+	get_device(&s->dev);
+	device_initialize(&c->dev);
+	c->dev.release = conn_release;
+	c->dev.parent = &s->dev;
+	dev_set_name(&c->dev, "connection%u:%u", s->sid, cid);
+	device_initialize(&c->cdev);
+	c->cdev.release = conn_cdev_release;
+	get_device(&c->dev);
+	c->cdev.class = &iscsi_connection_class;
+	c->cdev.parent = &c->dev;
+	dev_set_name(&c->cdev, "connection%u:%u", s->sid, cid);
+	return c;
+}
+
+/*
+ * A session of transport t (whose module the caller holds: the session's
+ * release puts it), its devices initialised so that session_teardown() can
+ * always put them.
+ */
+static struct iscsi_if_session *session_alloc(struct iscsi_if_transport *t)
+{
+	struct iscsi_if_session *s;
+
+	s = kzalloc(sizeof(*s) + t->session_size, GFP_KERNEL);
+	if (!s)
+		return NULL;
+	s->transport = t;
+	s->dd_data = s + 1;
+	s->state = ISCSI_IF_SESSION_FREE;	/* LOGGED_IN from the first START_CONN */
+	s->recovery_tmo = ISCSI_IF_DEF_RECOVERY_TMO;
+	s->creator = task_tgid_vnr(current);
+	spin_lock_init(&s->lock);
+	mutex_init(&s->scan_lock);
+	init_waitqueue_head(&s->state_wq);
+	INIT_LIST_HEAD(&s->conns);
+	INIT_DELAYED_WORK(&s->recovery_work, recovery_work_fn);
+	device_initialize(&s->dev);
+	s->dev.release = session_release;
+	device_initialize(&s->cdev);
+	s->cdev.release = session_cdev_release;
+	get_device(&s->dev);
+	device_initialize(&s->hdev);
+	s->hdev.release = session_hdev_release;
+	get_device(&s->dev);
+	return s;
 }
 
 static struct iscsi_if_session *session_get_locked(u32 sid)
@@ -1092,28 +1170,12 @@ static int cmd_create_session(struct sk_buff *skb, struct genl_info *info)
 		err = -ENOENT;
 		goto out_unlock;
 	}
-	s = kzalloc(sizeof(*s) + t->session_size, GFP_KERNEL);
+	s = session_alloc(t);
 	if (!s) {
 		module_put(t->owner);
 		err = -ENOMEM;
 		goto out_unlock;
 	}
-	s->transport = t;
-	s->dd_data = s + 1;
-	s->state = ISCSI_IF_SESSION_FREE;	/* LOGGED_IN from the first START_CONN */
-	s->recovery_tmo = ISCSI_IF_DEF_RECOVERY_TMO;
-	s->creator = task_tgid_vnr(current);
-	spin_lock_init(&s->lock);
-	mutex_init(&s->scan_lock);
-	init_waitqueue_head(&s->state_wq);
-	INIT_LIST_HEAD(&s->conns);
-	INIT_DELAYED_WORK(&s->recovery_work, recovery_work_fn);
-	device_initialize(&s->dev);
-	s->dev.release = session_release;
-	device_initialize(&s->cdev);	/* so session_teardown() can always put them */
-	s->cdev.release = cdev_release;
-	device_initialize(&s->hdev);
-	s->hdev.release = cdev_release;
 
 	/* The number is taken now; commands find the session once it is set up. */
 	id = idr_alloc(&iscsi_if_sessions, NULL, 1, INT_MAX, GFP_KERNEL);
@@ -1203,26 +1265,9 @@ static int cmd_create_conn(struct sk_buff *skb, struct genl_info *info)
 		goto out;
 	}
 	err = -ENOMEM;
-	c = kzalloc(sizeof(*c) + s->transport->conn_size, GFP_KERNEL);
+	c = conn_alloc(s, cid);
 	if (!c)
 		goto out;
-	c->session = s;
-	c->cid = cid;
-	c->dd_data = c + 1;
-	c->state = ISCSI_IF_CONN_CREATED;
-	INIT_WORK(&c->err_work, conn_err_work_fn);
-	get_device(&s->dev);
-	device_initialize(&c->dev);
-	c->dev.release = conn_release;
-	c->dev.parent = &s->dev;
-	dev_set_name(&c->dev, "connection%u:%u", s->sid, cid);
-	device_initialize(&c->cdev);
-	c->cdev.release = cdev_release;
-	c->cdev.class = &iscsi_connection_class;
-	c->cdev.parent = &c->dev;
-	dev_set_name(&c->cdev, "connection%u:%u", s->sid, cid);
-	INIT_LIST_HEAD(&c->node);
-
 	if (s->transport->create_conn) {
 		err = s->transport->create_conn(c);
 		if (err) {
