@@ -696,7 +696,6 @@ static void conn_err_work_fn(struct work_struct *work)
 	struct iscsi_if_conn *c = container_of(work, struct iscsi_if_conn, err_work);
 	struct iscsi_if_session *s = c->session;
 	unsigned long flags;
-
 	bool running;
 
 	spin_lock_irqsave(&s->lock, flags);
@@ -1426,6 +1425,19 @@ out:
 	return err;
 }
 
+/* SET_PARAM's value, checked and normalised in a new string. */
+static char *param_value(struct genl_info *info, enum iscsi_if_param param)
+{
+	char *raw, *value;
+
+	raw = nla_strdup(info->attrs[ISCSI_IF_ATTR_VALUE], GFP_KERNEL);
+	if (!raw)
+		return ERR_PTR(-ENOMEM);
+	value = param_normalise(param, raw, info->extack);
+	kfree(raw);
+	return value;
+}
+
 static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 {
 	struct iscsi_if_session *s;
@@ -1441,16 +1453,9 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 	param = nla_get_u32(info->attrs[ISCSI_IF_ATTR_PARAM]);
 	if (param >= __ISCSI_IF_PARAM_MAX)
 		return -EINVAL;
-	{
-		char *raw = nla_strdup(info->attrs[ISCSI_IF_ATTR_VALUE], GFP_KERNEL);
-
-		if (!raw)
-			return -ENOMEM;
-		value = param_normalise(param, raw, info->extack);
-		kfree(raw);
-		if (IS_ERR(value))
-			return PTR_ERR(value);
-	}
+	value = param_value(info, param);
+	if (IS_ERR(value))
+		return PTR_ERR(value);
 
 	mutex_lock(&iscsi_if_mutex);
 	if (param_descs[param].conn) {

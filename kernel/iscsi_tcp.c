@@ -968,6 +968,7 @@ static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 	u32 len = be32_to_cpu(rhdr->data_length);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc;
+	struct itcp_r2t *r;
 	int err = 0;
 
 	stat_add(conn, ISCSI_IF_STAT_R2T_PDUS, 1);
@@ -998,16 +999,12 @@ static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 		goto out;
 	}
 	task->exp_r2tsn++;
-	{
-		struct itcp_r2t *r = &task->r2t[(task->r2t_head + task->r2t_count) %
-						ITCP_MAX_R2T];
-
-		r->ttt = ttt;
-		r->offset = offset;
-		r->left = len;
-		r->datasn = 0;
-		task->r2t_count++;
-	}
+	r = &task->r2t[(task->r2t_head + task->r2t_count) % ITCP_MAX_R2T];
+	r->ttt = ttt;
+	r->offset = offset;
+	r->left = len;
+	r->datasn = 0;
+	task->r2t_count++;
 	/* The command PDU itself may still wait: it re-queues the data then. */
 	if (list_empty(&task->xmit_node) && (task->flags & TASK_CMD_SENT))
 		list_add_tail(&task->xmit_node, &conn->dataq);
@@ -1852,6 +1849,18 @@ static int itcp_bind_conn(struct iscsi_if_conn *ifc, int fd, u32 exp_statsn,
 	return 0;
 }
 
+/* Our end of the connection, as iscsi_host/hostN/ipaddress shows it. */
+static void itcp_set_host_ipaddress(struct itcp_conn *conn)
+{
+	struct sockaddr_storage ss;
+	char addr[64];
+
+	if (kernel_getsockname(conn->sock, (struct sockaddr *)&ss) > 0) {
+		snprintf(addr, sizeof(addr), "%pISc", &ss);
+		iscsi_if_set_host_ipaddress(conn->sess->ifs, addr);
+	}
+}
+
 static int itcp_start_conn(struct iscsi_if_conn *ifc)
 {
 	struct itcp_conn *conn = ifc->dd_data;
@@ -1891,15 +1900,7 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	conn->callbacks_set = true;
 	write_unlock_bh(&sk->sk_callback_lock);
 
-	{
-		struct sockaddr_storage ss;
-		char addr[64];
-
-		if (kernel_getsockname(conn->sock, (struct sockaddr *)&ss) > 0) {
-			snprintf(addr, sizeof(addr), "%pISc", &ss);
-			iscsi_if_set_host_ipaddress(sess->ifs, addr);
-		}
-	}
+	itcp_set_host_ipaddress(conn);
 
 	/* Whatever arrived between login and now, and a peer already gone. */
 	lock_sock(sk);
