@@ -443,6 +443,13 @@ static ssize_t host_ipaddress_show(struct device *dev, struct device_attribute *
 static struct device_attribute host_attr_ipaddress =
 	__ATTR(ipaddress, 0444, host_ipaddress_show, NULL);
 
+/**
+ * iscsi_if_set_host_ipaddress - set the address iscsi_host/hostM/ipaddress shows
+ * @session: the session
+ * @addr: our end of the connection, as text
+ *
+ * Context: any context.
+ */
 void iscsi_if_set_host_ipaddress(struct iscsi_if_session *session, const char *addr)
 {
 	unsigned long flags;
@@ -516,6 +523,19 @@ static void session_state_event(struct iscsi_if_session *s, int state)
 		     ISCSI_IF_ATTR_STATE, state, GFP_KERNEL);
 }
 
+/**
+ * iscsi_if_recv_pdu - pass a PDU the data path does not handle to iscsid
+ * @conn: the connection it came on
+ * @hdr: its BHS and AHS
+ * @hlen: bytes at @hdr
+ * @data: its data segment, without padding or digest
+ * @dlen: bytes at @data
+ *
+ * Sends a RECV_PDU event to the events multicast group.
+ *
+ * Context: any context (allocates with GFP_ATOMIC).
+ * Return: 0, -EMSGSIZE when the PDU does not fit in an event, -ENOMEM.
+ */
 int iscsi_if_recv_pdu(struct iscsi_if_conn *conn, const void *hdr, size_t hlen,
 		      const void *data, size_t dlen)
 {
@@ -550,6 +570,13 @@ EXPORT_SYMBOL_GPL(iscsi_if_recv_pdu);
 
 /* ------------------------------------------------- session state machine */
 
+/**
+ * iscsi_if_session_state - the session's state as the data path sees it
+ * @session: the session
+ *
+ * Context: any context; @session->state_wq is woken when it changes.
+ * Return: an enum iscsi_if_session_state.
+ */
 int iscsi_if_session_state(struct iscsi_if_session *session)
 {
 	return READ_ONCE(session->state);
@@ -713,6 +740,17 @@ static void conn_err_work_fn(struct work_struct *work)
 	put_device(&c->dev);
 }
 
+/**
+ * iscsi_if_conn_error - report that a connection failed
+ * @conn: the connection
+ * @err: why
+ *
+ * The first call after a START_CONN sends a CONN_ERROR event to iscsid and
+ * fails the session (its queue blocks, the recovery timer starts) from a
+ * work item; later calls are ignored until the connection starts again.
+ *
+ * Context: any context.
+ */
 void iscsi_if_conn_error(struct iscsi_if_conn *conn, enum iscsi_if_err err)
 {
 	if (test_and_set_bit(ISCSI_IF_CONN_F_ERROR, &conn->flags))
@@ -737,6 +775,15 @@ static struct iscsi_if_transport *transport_find(const char *name)
 	return NULL;
 }
 
+/**
+ * iscsi_if_register_transport - make a transport available to CREATE_SESSION
+ * @t: the transport; name, sht, bind_conn, start_conn, stop_conn and
+ *	send_pdu are required
+ *
+ * Context: process context.
+ * Return: 0, -EINVAL when a required member is missing, -EEXIST when a
+ * transport of that name is registered already.
+ */
 int iscsi_if_register_transport(struct iscsi_if_transport *t)
 {
 	int err = 0;
@@ -756,9 +803,17 @@ int iscsi_if_register_transport(struct iscsi_if_transport *t)
 }
 EXPORT_SYMBOL_GPL(iscsi_if_register_transport);
 
+/**
+ * iscsi_if_unregister_transport - remove a transport
+ * @t: a registered transport
+ *
+ * Called from the transport's module exit: its sessions pin the module, so
+ * none exists any more.
+ *
+ * Context: process context.
+ */
 void iscsi_if_unregister_transport(struct iscsi_if_transport *t)
 {
-	/* Sessions pin the transport's module: none can exist here. */
 	mutex_lock(&iscsi_if_mutex);
 	list_del(&t->list);
 	mutex_unlock(&iscsi_if_mutex);
