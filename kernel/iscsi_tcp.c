@@ -401,10 +401,9 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
 }
 
 /*
- * Each PDU is pushed when its last piece is out (no MSG_MORE across PDUs):
- * the target starts on one command while the next is being sent. Holding
- * queued PDUs back into full segments cost LIO 4 KiB QD32 writes a fifth of
- * their IOPS (5.1k -> 4.0k) and bought reads nothing (bench/README.md).
+ * Padding and data digest end a PDU. Its last piece goes without MSG_MORE
+ * (none across PDUs): the target starts on one command while the next one
+ * is being sent.
  */
 static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 {
@@ -2201,10 +2200,8 @@ static int __init itcp_init(void)
 	int err;
 
 	/*
-	 * Unbound, normal priority: a per-CPU WQ_HIGHPRI worker preempted the
-	 * submitter at every queuecommand (one context switch per command);
-	 * LIO 4 KiB QD32 writes went from 0.41 to 0.82 of the in-kernel
-	 * initiator with this, QD1 reads from 0.39 to 1.19 (bench, one round).
+	 * Unbound, normal priority: a per-CPU WQ_HIGHPRI worker would preempt
+	 * the submitter at every queuecommand.
 	 */
 	itcp_wq = alloc_workqueue("iscsi_tcp_xmit", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	if (!itcp_wq)
