@@ -71,74 +71,123 @@ struct param_desc {
 
 static const struct param_desc param_descs[__ISCSI_IF_PARAM_MAX] = {
 	/* connection parameters */
-	[ISCSI_IF_PARAM_MAX_RECV_DLENGTH] =
-		{ .kind = P_UINT, .min = 512, .max = 16777215, .conn = true },
-	[ISCSI_IF_PARAM_MAX_XMIT_DLENGTH] =
-		{ .kind = P_UINT, .min = 512, .max = 16777215, .conn = true },
-	[ISCSI_IF_PARAM_HDRDGST_EN] =
-		{ .kind = P_DIGEST, .conn = true },
-	[ISCSI_IF_PARAM_DATADGST_EN] =
-		{ .kind = P_DIGEST, .conn = true },
-	[ISCSI_IF_PARAM_CONN_ADDRESS] =
-		{ .kind = P_STR, .max = 63, .conn = true },
-	[ISCSI_IF_PARAM_CONN_PORT] =
-		{ .kind = P_UINT, .min = 0, .max = 65535, .conn = true },
-	[ISCSI_IF_PARAM_PERSISTENT_ADDRESS] =
-		{ .kind = P_STR, .max = 63, .conn = true },
-	[ISCSI_IF_PARAM_PERSISTENT_PORT] =
-		{ .kind = P_UINT, .min = 0, .max = 65535, .conn = true },
-	[ISCSI_IF_PARAM_PING_TMO] =
-		{ .kind = P_UINT, .min = 0, .max = 86400, .conn = true },
-	[ISCSI_IF_PARAM_RECV_TMO] =
-		{ .kind = P_UINT, .min = 0, .max = 86400, .conn = true },
+	[ISCSI_IF_PARAM_MAX_RECV_DLENGTH] = {
+		.kind = P_UINT, .min = 512, .max = 16777215, .conn = true,
+	},
+	[ISCSI_IF_PARAM_MAX_XMIT_DLENGTH] = {
+		.kind = P_UINT, .min = 512, .max = 16777215, .conn = true,
+	},
+	[ISCSI_IF_PARAM_HDRDGST_EN] = {
+		.kind = P_DIGEST, .conn = true,
+	},
+	[ISCSI_IF_PARAM_DATADGST_EN] = {
+		.kind = P_DIGEST, .conn = true,
+	},
+	[ISCSI_IF_PARAM_CONN_ADDRESS] = {
+		.kind = P_STR, .max = 63, .conn = true,
+	},
+	[ISCSI_IF_PARAM_CONN_PORT] = {
+		.kind = P_UINT, .min = 0, .max = 65535, .conn = true,
+	},
+	[ISCSI_IF_PARAM_PERSISTENT_ADDRESS] = {
+		.kind = P_STR, .max = 63, .conn = true,
+	},
+	[ISCSI_IF_PARAM_PERSISTENT_PORT] = {
+		.kind = P_UINT, .min = 0, .max = 65535, .conn = true,
+	},
+	[ISCSI_IF_PARAM_PING_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 86400, .conn = true,
+	},
+	[ISCSI_IF_PARAM_RECV_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 86400, .conn = true,
+	},
 	/* session parameters */
-	[ISCSI_IF_PARAM_TARGET_NAME] =
-		{ .kind = P_STR, .max = 223 },
-	[ISCSI_IF_PARAM_TPGT] =
-		{ .kind = P_UINT, .min = 0, .max = 65535 },
-	[ISCSI_IF_PARAM_INITIATOR_NAME] =
-		{ .kind = P_STR, .max = 223 },
-	[ISCSI_IF_PARAM_TARGET_ALIAS] =
-		{ .kind = P_STR, .max = 255 },
-	[ISCSI_IF_PARAM_IFACE_NAME] =
-		{ .kind = P_STR, .max = 63 },
-	[ISCSI_IF_PARAM_ISID] =
-		{ .kind = P_ISID },
-	[ISCSI_IF_PARAM_TSIH] =
-		{ .kind = P_UINT, .min = 0, .max = 65535 },
-	[ISCSI_IF_PARAM_INITIAL_R2T_EN] =
-		{ .kind = P_BOOL },
-	[ISCSI_IF_PARAM_IMM_DATA_EN] =
-		{ .kind = P_BOOL },
-	[ISCSI_IF_PARAM_FIRST_BURST] =
-		{ .kind = P_UINT, .min = 512, .max = 16777215 },
-	[ISCSI_IF_PARAM_MAX_BURST] =
-		{ .kind = P_UINT, .min = 512, .max = 16777215 },
-	[ISCSI_IF_PARAM_MAX_R2T] =
-		{ .kind = P_UINT, .min = 1, .max = 65535 },
-	[ISCSI_IF_PARAM_PDU_INORDER_EN] =
-		{ .kind = P_BOOL },
-	[ISCSI_IF_PARAM_DATASEQ_INORDER_EN] =
-		{ .kind = P_BOOL },
-	[ISCSI_IF_PARAM_ERL] =
-		{ .kind = P_UINT, .min = 0, .max = 2 },
-	[ISCSI_IF_PARAM_DEF_TIME2WAIT] =
-		{ .kind = P_UINT, .min = 0, .max = 3600 },
-	[ISCSI_IF_PARAM_DEF_TIME2RETAIN] =
-		{ .kind = P_UINT, .min = 0, .max = 3600 },
-	[ISCSI_IF_PARAM_RECOVERY_TMO] =
-		{ .kind = P_UINT, .min = 0, .max = 86400 * 365 },
-	[ISCSI_IF_PARAM_ABORT_TMO] =
-		{ .kind = P_UINT, .min = 0, .max = 3600 },
-	[ISCSI_IF_PARAM_LU_RESET_TMO] =
-		{ .kind = P_UINT, .min = 0, .max = 3600 },
-	[ISCSI_IF_PARAM_TGT_RESET_TMO] =
-		{ .kind = P_UINT, .min = 0, .max = 3600 },
-	[ISCSI_IF_PARAM_USERNAME] =
-		{ .kind = P_STR, .max = 255 },
-	[ISCSI_IF_PARAM_USERNAME_IN] =
-		{ .kind = P_STR, .max = 255 },
+	[ISCSI_IF_PARAM_TARGET_NAME] = {
+		.kind = P_STR, .max = 223,
+	},
+	[ISCSI_IF_PARAM_TPGT] = {
+		.kind = P_UINT, .min = 0, .max = 65535,
+	},
+	[ISCSI_IF_PARAM_INITIATOR_NAME] = {
+		.kind = P_STR, .max = 223,
+	},
+	[ISCSI_IF_PARAM_TARGET_ALIAS] = {
+		.kind = P_STR, .max = 255,
+	},
+	[ISCSI_IF_PARAM_IFACE_NAME] = {
+		.kind = P_STR, .max = 63,
+	},
+	[ISCSI_IF_PARAM_ISID] = {
+		.kind = P_ISID,
+	},
+	[ISCSI_IF_PARAM_TSIH] = {
+		.kind = P_UINT, .min = 0, .max = 65535,
+	},
+	[ISCSI_IF_PARAM_INITIAL_R2T_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_IMM_DATA_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_FIRST_BURST] = {
+		.kind = P_UINT, .min = 512, .max = 16777215,
+	},
+	[ISCSI_IF_PARAM_MAX_BURST] = {
+		.kind = P_UINT, .min = 512, .max = 16777215,
+	},
+	[ISCSI_IF_PARAM_MAX_R2T] = {
+		.kind = P_UINT, .min = 1, .max = 65535,
+	},
+	[ISCSI_IF_PARAM_PDU_INORDER_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_DATASEQ_INORDER_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_ERL] = {
+		.kind = P_UINT, .min = 0, .max = 2,
+	},
+	[ISCSI_IF_PARAM_DEF_TIME2WAIT] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_DEF_TIME2RETAIN] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_RECOVERY_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 86400 * 365,
+	},
+	[ISCSI_IF_PARAM_ABORT_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_LU_RESET_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_TGT_RESET_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_USERNAME] = {
+		.kind = P_STR, .max = 255,
+	},
+	[ISCSI_IF_PARAM_USERNAME_IN] = {
+		.kind = P_STR, .max = 255,
+	},
 };
+
+static bool str_all_print(const char *v)
+{
+	for (; *v; v++)
+		if (!isprint(*v))
+			return false;
+	return true;
+}
+
+static bool str_all_xdigit(const char *v)
+{
+	for (; *v; v++)
+		if (!isxdigit(*v))
+			return false;
+	return true;
+}
 
 /*
  * Check a parameter's text and return it normalised in a new string:
@@ -148,8 +197,8 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 			     struct netlink_ext_ack *extack)
 {
 	const struct param_desc *d = &param_descs[p];
+	size_t len = strlen(v);
 	unsigned int u;
-	size_t i, len = strlen(v);
 
 	switch (d->kind) {
 	case P_STR:
@@ -157,11 +206,9 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 			NL_SET_ERR_MSG(extack, "parameter value too long");
 			return ERR_PTR(-EINVAL);
 		}
-		for (i = 0; i < len; i++) {
-			if (!isprint(v[i])) {
-				NL_SET_ERR_MSG(extack, "parameter value has unprintable characters");
-				return ERR_PTR(-EINVAL);
-			}
+		if (!str_all_print(v)) {
+			NL_SET_ERR_MSG(extack, "parameter value has unprintable characters");
+			return ERR_PTR(-EINVAL);
 		}
 		return kstrdup(v, GFP_KERNEL) ?: ERR_PTR(-ENOMEM);
 	case P_UINT:
@@ -184,15 +231,9 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 		}
 		return kstrdup(u ? "1" : "0", GFP_KERNEL) ?: ERR_PTR(-ENOMEM);
 	case P_ISID:
-		if (len != 12) {
+		if (len != 12 || !str_all_xdigit(v)) {
 			NL_SET_ERR_MSG(extack, "ISID must be 12 hex digits");
 			return ERR_PTR(-EINVAL);
-		}
-		for (i = 0; i < len; i++) {
-			if (!isxdigit(v[i])) {
-				NL_SET_ERR_MSG(extack, "ISID must be 12 hex digits");
-				return ERR_PTR(-EINVAL);
-			}
 		}
 		return kstrdup(v, GFP_KERNEL) ? : ERR_PTR(-ENOMEM);
 	}
@@ -307,6 +348,7 @@ static ssize_t null_show(struct device *dev, struct device_attribute *attr, char
 {
 	return sysfs_emit(buf, "(null)\n");
 }
+
 static struct device_attribute dev_attr_password = __ATTR(password, 0444, null_show, NULL);
 static struct device_attribute dev_attr_password_in = __ATTR(password_in, 0444, null_show, NULL);
 
@@ -389,6 +431,7 @@ static ssize_t conn_state_show(struct device *dev, struct device_attribute *attr
 
 	return sysfs_emit(buf, "%s\n", conn_state_name(READ_ONCE(c->state)));
 }
+
 static struct device_attribute conn_attr_state = __ATTR(state, 0444, conn_state_show, NULL);
 
 static struct attribute *iscsi_connection_attrs[] = {
@@ -414,6 +457,7 @@ static ssize_t host_initiatorname_show(struct device *dev,
 
 	return param_text_show(s, ISCSI_IF_PARAM_INITIATOR_NAME, buf);
 }
+
 static struct device_attribute host_attr_initiatorname =
 	__ATTR(initiatorname, 0444, host_initiatorname_show, NULL);
 
@@ -424,6 +468,7 @@ static ssize_t host_netdev_show(struct device *dev, struct device_attribute *att
 
 	return param_text_show(s, ISCSI_IF_PARAM_IFACE_NAME, buf);
 }
+
 static struct device_attribute host_attr_netdev =
 	__ATTR(netdev, 0444, host_netdev_show, NULL);
 static struct device_attribute host_attr_hwaddress = __ATTR(hwaddress, 0444, null_show, NULL);
@@ -440,6 +485,7 @@ static ssize_t host_ipaddress_show(struct device *dev, struct device_attribute *
 	spin_unlock_irqrestore(&s->lock, flags);
 	return n;
 }
+
 static struct device_attribute host_attr_ipaddress =
 	__ATTR(ipaddress, 0444, host_ipaddress_show, NULL);
 
@@ -1499,6 +1545,7 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 	struct iscsi_if_conn *c = NULL;
 	char *value = NULL, *old;
 	unsigned long flags;
+	unsigned int tmo;
 	u32 param;
 	int err;
 
@@ -1527,21 +1574,16 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 		}
 	}
 	if (param == ISCSI_IF_PARAM_RECOVERY_TMO) {
-		unsigned int tmo;
-
 		err = kstrtouint(value, 10, &tmo);
 		if (err)
 			goto out;
 		WRITE_ONCE(s->recovery_tmo, tmo);
 	}
-	if (s->transport->set_param) {
-		err = s->transport->set_param(s, c, param, value);
-		if (err) {
-			if (err == -EBUSY)
-				GENL_SET_ERR_MSG(info, "parameter cannot change while the connection runs");
-			goto out;
-		}
-	}
+	err = s->transport->set_param ? s->transport->set_param(s, c, param, value) : 0;
+	if (err == -EBUSY)
+		GENL_SET_ERR_MSG(info, "parameter cannot change while the connection runs");
+	if (err)
+		goto out;
 	spin_lock_irqsave(&s->lock, flags);
 	old = s->params[param];
 	s->params[param] = value;

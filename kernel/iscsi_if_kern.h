@@ -90,12 +90,12 @@ struct iscsi_if_session {
 	bool blocked;
 	bool cdev_added, hdev_added, dev_added, host_added, tsess_created;
 
-	spinlock_t lock;
+	spinlock_t lock;		/* taken from any context */
 	int state;
 	wait_queue_head_t state_wq;
 	unsigned int recovery_tmo;
 	struct delayed_work recovery_work;
-	struct mutex scan_lock;
+	struct mutex scan_lock;		/* SCAN against DESTROY_SESSION */
 
 	struct list_head conns;
 	char *params[__ISCSI_IF_PARAM_MAX];

@@ -107,7 +107,7 @@ struct itcp_conn;
 
 struct itcp_session {
 	struct iscsi_if_session *ifs;
-	spinlock_t lock;
+	spinlock_t lock;		/* BH-safe; see the top of this file */
 	struct itcp_task **tasks;	/* by blk-mq tag */
 	u32 ntasks;
 	u16 gen;
@@ -343,34 +343,46 @@ static int send_kvec(struct itcp_conn *conn, struct kvec *vec, int n, size_t len
 	return 0;
 }
 
+/* A page to TCP without a copy; 6.5 replaced kernel_sendpage() by MSG_SPLICE_PAGES. */
+static int sock_send_page(struct socket *sock, struct page *page, unsigned int off,
+			  size_t len, int flags)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	struct msghdr msg = { .msg_flags = flags | MSG_SPLICE_PAGES | MSG_NOSIGNAL };
+	struct bio_vec bv;
+
+	bvec_set_page(&bv, page, len, off);
+	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
+	return sock_sendmsg(sock, &msg);
+#else
+	return kernel_sendpage(sock, page, off, len, flags | MSG_NOSIGNAL);
+#endif
+}
+
+/* A page TCP must not hold on to (slab, refcount 0): copied. */
+static int sock_copy_page(struct socket *sock, struct page *page, unsigned int off,
+			  size_t len, int flags)
+{
+	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
+	u8 *vaddr = kmap_local_page(page);
+	struct kvec v = { .iov_base = vaddr + off, .iov_len = len };
+	int ret;
+
+	ret = kernel_sendmsg(sock, &msg, &v, 1, len);
+	kunmap_local(vaddr);
+	return ret;
+}
+
 static int send_page(struct itcp_conn *conn, struct page *page, unsigned int off,
 		     size_t len, int flags)
 {
-	struct socket *sock = conn->sock;
 	int ret;
 
 	while (len) {
-		if (sendpage_ok(page)) {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
-			struct bio_vec bv;
-			struct msghdr msg = { .msg_flags = flags | MSG_SPLICE_PAGES | MSG_NOSIGNAL };
-
-			bvec_set_page(&bv, page, len, off);
-			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
-			ret = sock_sendmsg(sock, &msg);
-#else
-			ret = kernel_sendpage(sock, page, off, len, flags | MSG_NOSIGNAL);
-#endif
-		} else {
-			struct kvec v;
-			struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
-			u8 *vaddr = kmap_local_page(page);
-
-			v.iov_base = vaddr + off;
-			v.iov_len = len;
-			ret = kernel_sendmsg(sock, &msg, &v, 1, len);
-			kunmap_local(vaddr);
-		}
+		if (sendpage_ok(page))
+			ret = sock_send_page(conn->sock, page, off, len, flags);
+		else
+			ret = sock_copy_page(conn->sock, page, off, len, flags);
 		if (ret <= 0) {
 			stat_add(conn, ISCSI_IF_STAT_TX_SENDPAGE_FAILURES, 1);
 			return ret ? ret : -EPIPE;
@@ -2018,7 +2030,7 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 	case ISCSI_IF_PARAM_HDRDGST_EN:
 	case ISCSI_IF_PARAM_DATADGST_EN:
 		if (!conn)
-			return -EINVAL;	/* iscsi_if passes the connection of a connection parameter */
+			return -EINVAL;	/* given for connection parameters */
 		if (err)
 			return err;
 		if (running && sess->conn == conn)
