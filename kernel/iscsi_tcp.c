@@ -1568,46 +1568,26 @@ static bool xmit_quiet(struct itcp_session *sess)
 	return quiet;
 }
 
-static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
+/* The time a task management function waits for its response, in seconds. */
+static unsigned int tmf_timeout(struct itcp_session *sess, u8 func)
 {
-	struct Scsi_Host *shost = sc->device->host;
-	struct itcp_session *sess = shost_sess(shost);
-	struct itcp_task *ref = scsi_cmd_priv(sc);
-	struct iscsi_tm *hdr = &sess->tmf_hdr;
-	struct itcp_conn *conn;
-	unsigned int tmo;
-	long left;
-	int ret = FAILED;
-
 	switch (func) {
 	case ISCSI_TM_FUNC_ABORT_TASK:
-		tmo = READ_ONCE(sess->abort_tmo);
-		break;
+		return READ_ONCE(sess->abort_tmo);
 	case ISCSI_TM_FUNC_LOGICAL_UNIT_RESET:
-		tmo = READ_ONCE(sess->lu_reset_tmo);
-		break;
+		return READ_ONCE(sess->lu_reset_tmo);
 	default:
-		tmo = READ_ONCE(sess->tgt_reset_tmo);
-		break;
+		return READ_ONCE(sess->tgt_reset_tmo);
 	}
+}
 
-	mutex_lock(&sess->tmf_mutex);
-	spin_lock_bh(&sess->lock);
-	conn = sess->conn;
-	if (func == ISCSI_TM_FUNC_ABORT_TASK && !task_lookup_locked(sess, ref->itt)) {
-		/* Completed, or failed by a connection stop: nothing to abort. */
-		spin_unlock_bh(&sess->lock);
-		ret = SUCCESS;
-		goto wait_xmit;
-	}
-	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead) ||
-	    test_bit(ISCSI_IF_CONN_F_ERROR, &conn->ifc->flags)) {
-		/* No connection: fail, the midlayer escalates (or recovery ends it). */
-		spin_unlock_bh(&sess->lock);
-		goto out;
-	}
-	if (func == ISCSI_TM_FUNC_ABORT_TASK)
-		stat_add(conn, ISCSI_IF_STAT_EH_ABORT_CNT, 1);
+/* Under sess->lock: the TMF about sc, built in the session's slot, queued on conn. */
+static void tmf_queue_locked(struct itcp_session *sess, struct itcp_conn *conn,
+			     struct scsi_cmnd *sc, u8 func)
+{
+	struct itcp_task *ref = scsi_cmd_priv(sc);
+	struct iscsi_tm *hdr = &sess->tmf_hdr;
+
 	memset(hdr, 0, sizeof(*hdr));
 	hdr->opcode = ISCSI_OP_SCSI_TMFUNC | ISCSI_OP_IMMEDIATE;
 	hdr->flags = ISCSI_FLAG_CMD_FINAL | func;
@@ -1634,12 +1614,18 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 	sess->tmf_mgmt.hlen = ISCSI_HDR_LEN;
 	sess->tmf_mgmt.dlen = 0;
 	list_add_tail(&sess->tmf_mgmt.node, &conn->mgmtq);
-	spin_unlock_bh(&sess->lock);
-	queue_work(itcp_wq, &conn->xmit_work);
+}
 
-	left = wait_for_completion_timeout(&sess->tmf_done, (unsigned long)tmo * HZ);
+/*
+ * The wait for the TMF's response is over (left: what
+ * wait_for_completion_timeout() returned): SUCCESS or FAILED. conn may be
+ * stopped (and freed) by now: it is used only while it is still current.
+ */
+static int tmf_end(struct Scsi_Host *shost, struct itcp_conn *conn, u8 func, long left)
+{
+	struct itcp_session *sess = shost_sess(shost);
+	int ret = FAILED;
 
-	/* conn may be stopped (and freed) by now: use it only while current. */
 	spin_lock_bh(&sess->lock);
 	sess->tmf_pending = false;
 	list_del_init(&sess->tmf_mgmt.node);
@@ -1652,7 +1638,7 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 		spin_unlock_bh(&sess->lock);
 		shost_printk(KERN_WARNING, shost,
 			     "task management function %u got no response\n", func);
-		goto out;
+		return FAILED;
 	}
 	if (sess->tmf_response == ISCSI_TMF_RSP_COMPLETE ||
 	    (func == ISCSI_TM_FUNC_ABORT_TASK &&
@@ -1663,21 +1649,63 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 		shost_printk(KERN_INFO, shost,
 			     "task management function %u: response %u\n",
 			     func, sess->tmf_response);
+	return ret;
+}
 
-wait_xmit:
-	/*
-	 * The transmit work may still be sending from a forgotten task: the
-	 * midlayer must not reuse the command before it is done. A stalled
-	 * socket ends with the connection (stop_conn shuts it down).
-	 */
-	if (ret == SUCCESS &&
-	    !wait_event_timeout(sess->xmit_wait, xmit_quiet(sess), 5 * HZ)) {
-		spin_lock_bh(&sess->lock);
-		if (sess->conn)
-			iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+/*
+ * The transmit work may still be sending from a forgotten task: the midlayer
+ * must not reuse the command before it is done. A stalled socket ends with
+ * the connection (stop_conn shuts it down).
+ */
+static void tmf_wait_xmit(struct itcp_session *sess)
+{
+	if (wait_event_timeout(sess->xmit_wait, xmit_quiet(sess), 5 * HZ))
+		return;
+	spin_lock_bh(&sess->lock);
+	if (sess->conn)
+		iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+	spin_unlock_bh(&sess->lock);
+	wait_event(sess->xmit_wait, xmit_quiet(sess));
+}
+
+/* One task management function at a time (tmf_mutex); SUCCESS or FAILED. */
+static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
+{
+	struct Scsi_Host *shost = sc->device->host;
+	struct itcp_session *sess = shost_sess(shost);
+	struct itcp_task *ref = scsi_cmd_priv(sc);
+	unsigned int tmo = tmf_timeout(sess, func);
+	struct itcp_conn *conn;
+	long left;
+	int ret;
+
+	mutex_lock(&sess->tmf_mutex);
+	spin_lock_bh(&sess->lock);
+	conn = sess->conn;
+	if (func == ISCSI_TM_FUNC_ABORT_TASK && !task_lookup_locked(sess, ref->itt)) {
+		/* Completed, or failed by a connection stop: nothing to abort. */
 		spin_unlock_bh(&sess->lock);
-		wait_event(sess->xmit_wait, xmit_quiet(sess));
+		ret = SUCCESS;
+		goto wait_xmit;
 	}
+	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead) ||
+	    test_bit(ISCSI_IF_CONN_F_ERROR, &conn->ifc->flags)) {
+		/* No connection: fail, the midlayer escalates (or recovery ends it). */
+		spin_unlock_bh(&sess->lock);
+		ret = FAILED;
+		goto out;
+	}
+	if (func == ISCSI_TM_FUNC_ABORT_TASK)
+		stat_add(conn, ISCSI_IF_STAT_EH_ABORT_CNT, 1);
+	tmf_queue_locked(sess, conn, sc, func);
+	spin_unlock_bh(&sess->lock);
+	queue_work(itcp_wq, &conn->xmit_work);
+
+	left = wait_for_completion_timeout(&sess->tmf_done, (unsigned long)tmo * HZ);
+	ret = tmf_end(shost, conn, func, left);
+wait_xmit:
+	if (ret == SUCCESS)
+		tmf_wait_xmit(sess);
 out:
 	mutex_unlock(&sess->tmf_mutex);
 	return ret;
