@@ -1543,7 +1543,7 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 {
 	struct iscsi_if_session *s;
 	struct iscsi_if_conn *c = NULL;
-	char *value = NULL, *old;
+	char *value, *old;
 	unsigned long flags;
 	unsigned int tmo;
 	u32 param;
@@ -1590,7 +1590,6 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 	spin_unlock_irqrestore(&s->lock, flags);
 	value = NULL;
 	kfree(old);
-	err = 0;
 out:
 	mutex_unlock(&iscsi_if_mutex);
 	kfree(value);
