@@ -3,10 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
-# Debian packages the test tiers need (tgt: the userspace target for integration tests; the rest:
+# Debian packages the test tiers need (tgt: the userspace target for integration tests;
+# linux-source-6.1 and perl: checkpatch.pl and kernel-doc for tests/kernel/test_style.py; the rest:
 # the VM tier, tests/vm/run-vm boots Debian's kernel in QEMU with the host root shared read-only).
 APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
-	e2fsprogs busybox-static open-iscsi
+	e2fsprogs busybox-static open-iscsi linux-source-6.1 perl
 
 # OpenStack os-brick, unmodified from PyPI, in a venv of its own: tests/vm/test_vm_osbrick.py runs
 # it in the guest (in-process, as root) against our stack. The guest sees this machine's files

@@ -18,11 +18,12 @@ ip link set lo up
 lio_ramdisk $IQN 256 portal=127.0.0.1:3260
 
 run_fio() { # SIDE ROUND DISK
+	local json="$VM_OUT/${1//\//_}-$2.json" # SIDE names a module dir, maybe with slashes
 	fio --name=v --filename="$3" --direct=1 --ioengine=libaio --rw="$RW" --bs="$BS" \
 		--iodepth="$QD" --runtime="$RT" --time_based --size=248M --randrepeat=0 \
-		--norandommap --output-format=json --output="$VM_OUT/$1-$2.json" >/dev/null 2>&1 \
+		--norandommap --output-format=json --output="$json" >/dev/null 2>&1 \
 		|| { echo "$1 $2 fio failed"; return 1; }
-	python3 -c "import json; j = json.load(open('$VM_OUT/$1-$2.json'))['jobs'][0]; \
+	python3 -c "import json; j = json.load(open('$json'))['jobs'][0]; \
 print('$1 $2 %.0f %.0f' % (j['read']['iops'], j['write']['iops']))"
 }
 

@@ -66,44 +66,128 @@ enum param_kind { P_STR, P_UINT, P_BOOL, P_ISID, P_DIGEST };
 struct param_desc {
 	enum param_kind kind;
 	u32 min, max;		/* P_UINT; P_STR: max length */
-	bool conn;		/* a connection parameter */
+	bool conn;		/* a connection parameter: CID required */
 };
 
 static const struct param_desc param_descs[__ISCSI_IF_PARAM_MAX] = {
-	[ISCSI_IF_PARAM_MAX_RECV_DLENGTH]	= { P_UINT, 512, 16777215, true },
-	[ISCSI_IF_PARAM_MAX_XMIT_DLENGTH]	= { P_UINT, 512, 16777215, true },
-	[ISCSI_IF_PARAM_HDRDGST_EN]		= { P_DIGEST, 0, 1, true },
-	[ISCSI_IF_PARAM_DATADGST_EN]		= { P_DIGEST, 0, 1, true },
-	[ISCSI_IF_PARAM_CONN_ADDRESS]		= { P_STR, 0, 63, true },
-	[ISCSI_IF_PARAM_CONN_PORT]		= { P_UINT, 0, 65535, true },
-	[ISCSI_IF_PARAM_PERSISTENT_ADDRESS]	= { P_STR, 0, 63, true },
-	[ISCSI_IF_PARAM_PERSISTENT_PORT]	= { P_UINT, 0, 65535, true },
-	[ISCSI_IF_PARAM_PING_TMO]		= { P_UINT, 0, 86400, true },
-	[ISCSI_IF_PARAM_RECV_TMO]		= { P_UINT, 0, 86400, true },
-	[ISCSI_IF_PARAM_TARGET_NAME]		= { P_STR, 0, 223, false },
-	[ISCSI_IF_PARAM_TPGT]			= { P_UINT, 0, 65535, false },
-	[ISCSI_IF_PARAM_INITIATOR_NAME]		= { P_STR, 0, 223, false },
-	[ISCSI_IF_PARAM_TARGET_ALIAS]		= { P_STR, 0, 255, false },
-	[ISCSI_IF_PARAM_IFACE_NAME]		= { P_STR, 0, 63, false },
-	[ISCSI_IF_PARAM_ISID]			= { P_ISID, 0, 0, false },
-	[ISCSI_IF_PARAM_TSIH]			= { P_UINT, 0, 65535, false },
-	[ISCSI_IF_PARAM_INITIAL_R2T_EN]		= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_IMM_DATA_EN]		= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_FIRST_BURST]		= { P_UINT, 512, 16777215, false },
-	[ISCSI_IF_PARAM_MAX_BURST]		= { P_UINT, 512, 16777215, false },
-	[ISCSI_IF_PARAM_MAX_R2T]		= { P_UINT, 1, 65535, false },
-	[ISCSI_IF_PARAM_PDU_INORDER_EN]		= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_DATASEQ_INORDER_EN]	= { P_BOOL, 0, 1, false },
-	[ISCSI_IF_PARAM_ERL]			= { P_UINT, 0, 2, false },
-	[ISCSI_IF_PARAM_DEF_TIME2WAIT]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_DEF_TIME2RETAIN]	= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_RECOVERY_TMO]		= { P_UINT, 0, 86400 * 365, false },
-	[ISCSI_IF_PARAM_ABORT_TMO]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_LU_RESET_TMO]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_TGT_RESET_TMO]		= { P_UINT, 0, 3600, false },
-	[ISCSI_IF_PARAM_USERNAME]		= { P_STR, 0, 255, false },
-	[ISCSI_IF_PARAM_USERNAME_IN]		= { P_STR, 0, 255, false },
+	/* connection parameters */
+	[ISCSI_IF_PARAM_MAX_RECV_DLENGTH] = {
+		.kind = P_UINT, .min = 512, .max = 16777215, .conn = true,
+	},
+	[ISCSI_IF_PARAM_MAX_XMIT_DLENGTH] = {
+		.kind = P_UINT, .min = 512, .max = 16777215, .conn = true,
+	},
+	[ISCSI_IF_PARAM_HDRDGST_EN] = {
+		.kind = P_DIGEST, .conn = true,
+	},
+	[ISCSI_IF_PARAM_DATADGST_EN] = {
+		.kind = P_DIGEST, .conn = true,
+	},
+	[ISCSI_IF_PARAM_CONN_ADDRESS] = {
+		.kind = P_STR, .max = 63, .conn = true,
+	},
+	[ISCSI_IF_PARAM_CONN_PORT] = {
+		.kind = P_UINT, .min = 0, .max = 65535, .conn = true,
+	},
+	[ISCSI_IF_PARAM_PERSISTENT_ADDRESS] = {
+		.kind = P_STR, .max = 63, .conn = true,
+	},
+	[ISCSI_IF_PARAM_PERSISTENT_PORT] = {
+		.kind = P_UINT, .min = 0, .max = 65535, .conn = true,
+	},
+	[ISCSI_IF_PARAM_PING_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 86400, .conn = true,
+	},
+	[ISCSI_IF_PARAM_RECV_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 86400, .conn = true,
+	},
+	/* session parameters */
+	[ISCSI_IF_PARAM_TARGET_NAME] = {
+		.kind = P_STR, .max = 223,
+	},
+	[ISCSI_IF_PARAM_TPGT] = {
+		.kind = P_UINT, .min = 0, .max = 65535,
+	},
+	[ISCSI_IF_PARAM_INITIATOR_NAME] = {
+		.kind = P_STR, .max = 223,
+	},
+	[ISCSI_IF_PARAM_TARGET_ALIAS] = {
+		.kind = P_STR, .max = 255,
+	},
+	[ISCSI_IF_PARAM_IFACE_NAME] = {
+		.kind = P_STR, .max = 63,
+	},
+	[ISCSI_IF_PARAM_ISID] = {
+		.kind = P_ISID,
+	},
+	[ISCSI_IF_PARAM_TSIH] = {
+		.kind = P_UINT, .min = 0, .max = 65535,
+	},
+	[ISCSI_IF_PARAM_INITIAL_R2T_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_IMM_DATA_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_FIRST_BURST] = {
+		.kind = P_UINT, .min = 512, .max = 16777215,
+	},
+	[ISCSI_IF_PARAM_MAX_BURST] = {
+		.kind = P_UINT, .min = 512, .max = 16777215,
+	},
+	[ISCSI_IF_PARAM_MAX_R2T] = {
+		.kind = P_UINT, .min = 1, .max = 65535,
+	},
+	[ISCSI_IF_PARAM_PDU_INORDER_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_DATASEQ_INORDER_EN] = {
+		.kind = P_BOOL,
+	},
+	[ISCSI_IF_PARAM_ERL] = {
+		.kind = P_UINT, .min = 0, .max = 2,
+	},
+	[ISCSI_IF_PARAM_DEF_TIME2WAIT] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_DEF_TIME2RETAIN] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_RECOVERY_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 86400 * 365,
+	},
+	[ISCSI_IF_PARAM_ABORT_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_LU_RESET_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_TGT_RESET_TMO] = {
+		.kind = P_UINT, .min = 0, .max = 3600,
+	},
+	[ISCSI_IF_PARAM_USERNAME] = {
+		.kind = P_STR, .max = 255,
+	},
+	[ISCSI_IF_PARAM_USERNAME_IN] = {
+		.kind = P_STR, .max = 255,
+	},
 };
+
+static bool str_all_print(const char *v)
+{
+	for (; *v; v++)
+		if (!isprint(*v))
+			return false;
+	return true;
+}
+
+static bool str_all_xdigit(const char *v)
+{
+	for (; *v; v++)
+		if (!isxdigit(*v))
+			return false;
+	return true;
+}
 
 /*
  * Check a parameter's text and return it normalised in a new string:
@@ -113,8 +197,8 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 			     struct netlink_ext_ack *extack)
 {
 	const struct param_desc *d = &param_descs[p];
+	size_t len = strlen(v);
 	unsigned int u;
-	size_t i, len = strlen(v);
 
 	switch (d->kind) {
 	case P_STR:
@@ -122,11 +206,9 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 			NL_SET_ERR_MSG(extack, "parameter value too long");
 			return ERR_PTR(-EINVAL);
 		}
-		for (i = 0; i < len; i++) {
-			if (!isprint(v[i])) {
-				NL_SET_ERR_MSG(extack, "parameter value has unprintable characters");
-				return ERR_PTR(-EINVAL);
-			}
+		if (!str_all_print(v)) {
+			NL_SET_ERR_MSG(extack, "parameter value has unprintable characters");
+			return ERR_PTR(-EINVAL);
 		}
 		return kstrdup(v, GFP_KERNEL) ?: ERR_PTR(-ENOMEM);
 	case P_UINT:
@@ -138,26 +220,20 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 	case P_BOOL:
 	case P_DIGEST:
 		if (!strcmp(v, "1") || !strcasecmp(v, "Yes") ||
-		    (d->kind == P_DIGEST && !strcasecmp(v, "CRC32C")))
+		    (d->kind == P_DIGEST && !strcasecmp(v, "CRC32C"))) {
 			u = 1;
-		else if (!strcmp(v, "0") || !strcasecmp(v, "No") ||
-			 (d->kind == P_DIGEST && !strcasecmp(v, "None")))
+		} else if (!strcmp(v, "0") || !strcasecmp(v, "No") ||
+			   (d->kind == P_DIGEST && !strcasecmp(v, "None"))) {
 			u = 0;
-		else {
+		} else {
 			NL_SET_ERR_MSG(extack, "parameter value must be 0 or 1");
 			return ERR_PTR(-EINVAL);
 		}
 		return kstrdup(u ? "1" : "0", GFP_KERNEL) ?: ERR_PTR(-ENOMEM);
 	case P_ISID:
-		if (len != 12) {
+		if (len != 12 || !str_all_xdigit(v)) {
 			NL_SET_ERR_MSG(extack, "ISID must be 12 hex digits");
 			return ERR_PTR(-EINVAL);
-		}
-		for (i = 0; i < len; i++) {
-			if (!isxdigit(v[i])) {
-				NL_SET_ERR_MSG(extack, "ISID must be 12 hex digits");
-				return ERR_PTR(-EINVAL);
-			}
 		}
 		return kstrdup(v, GFP_KERNEL) ? : ERR_PTR(-ENOMEM);
 	}
@@ -204,12 +280,16 @@ static ssize_t conn_param_show(struct device *dev, struct device_attribute *attr
 	return param_text_show(c->session, to_param_attr(attr)->param, buf);
 }
 
-#define SESS_ATTR(_name, _p) \
-	static struct param_attr sess_attr_##_name = \
-		{ __ATTR(_name, 0444, sess_param_show, NULL), _p }
-#define CONN_ATTR(_name, _p) \
-	static struct param_attr conn_attr_##_name = \
-		{ __ATTR(_name, 0444, conn_param_show, NULL), _p }
+#define SESS_ATTR(_name, _p)						\
+	static struct param_attr sess_attr_##_name = {			\
+		.attr = __ATTR(_name, 0444, sess_param_show, NULL),	\
+		.param = _p,						\
+	}
+#define CONN_ATTR(_name, _p)						\
+	static struct param_attr conn_attr_##_name = {			\
+		.attr = __ATTR(_name, 0444, conn_param_show, NULL),	\
+		.param = _p,						\
+	}
 
 SESS_ATTR(targetname, ISCSI_IF_PARAM_TARGET_NAME);
 SESS_ATTR(tpgt, ISCSI_IF_PARAM_TPGT);
@@ -268,6 +348,7 @@ static ssize_t null_show(struct device *dev, struct device_attribute *attr, char
 {
 	return sysfs_emit(buf, "(null)\n");
 }
+
 static struct device_attribute dev_attr_password = __ATTR(password, 0444, null_show, NULL);
 static struct device_attribute dev_attr_password_in = __ATTR(password_in, 0444, null_show, NULL);
 
@@ -350,6 +431,7 @@ static ssize_t conn_state_show(struct device *dev, struct device_attribute *attr
 
 	return sysfs_emit(buf, "%s\n", conn_state_name(READ_ONCE(c->state)));
 }
+
 static struct device_attribute conn_attr_state = __ATTR(state, 0444, conn_state_show, NULL);
 
 static struct attribute *iscsi_connection_attrs[] = {
@@ -375,6 +457,7 @@ static ssize_t host_initiatorname_show(struct device *dev,
 
 	return param_text_show(s, ISCSI_IF_PARAM_INITIATOR_NAME, buf);
 }
+
 static struct device_attribute host_attr_initiatorname =
 	__ATTR(initiatorname, 0444, host_initiatorname_show, NULL);
 
@@ -385,6 +468,7 @@ static ssize_t host_netdev_show(struct device *dev, struct device_attribute *att
 
 	return param_text_show(s, ISCSI_IF_PARAM_IFACE_NAME, buf);
 }
+
 static struct device_attribute host_attr_netdev =
 	__ATTR(netdev, 0444, host_netdev_show, NULL);
 static struct device_attribute host_attr_hwaddress = __ATTR(hwaddress, 0444, null_show, NULL);
@@ -401,9 +485,17 @@ static ssize_t host_ipaddress_show(struct device *dev, struct device_attribute *
 	spin_unlock_irqrestore(&s->lock, flags);
 	return n;
 }
+
 static struct device_attribute host_attr_ipaddress =
 	__ATTR(ipaddress, 0444, host_ipaddress_show, NULL);
 
+/**
+ * iscsi_if_set_host_ipaddress - set the address iscsi_host/hostM/ipaddress shows
+ * @session: the session
+ * @addr: our end of the connection, as text
+ *
+ * Context: any context.
+ */
 void iscsi_if_set_host_ipaddress(struct iscsi_if_session *session, const char *addr)
 {
 	unsigned long flags;
@@ -437,11 +529,6 @@ static struct class iscsi_host_class = {
 	.name = "iscsi_host",
 	.dev_groups = iscsi_host_groups,
 };
-
-/* The class devices are embedded; their lifetime is the owner's (see below). */
-static void cdev_release(struct device *dev)
-{
-}
 
 /* -------------------------------------------------------------- events */
 
@@ -482,6 +569,19 @@ static void session_state_event(struct iscsi_if_session *s, int state)
 		     ISCSI_IF_ATTR_STATE, state, GFP_KERNEL);
 }
 
+/**
+ * iscsi_if_recv_pdu - pass a PDU the data path does not handle to iscsid
+ * @conn: the connection it came on
+ * @hdr: its BHS and AHS
+ * @hlen: bytes at @hdr
+ * @data: its data segment, without padding or digest
+ * @dlen: bytes at @data
+ *
+ * Sends a RECV_PDU event to the events multicast group.
+ *
+ * Context: any context (allocates with GFP_ATOMIC).
+ * Return: 0, -EMSGSIZE when the PDU does not fit in an event, -ENOMEM.
+ */
 int iscsi_if_recv_pdu(struct iscsi_if_conn *conn, const void *hdr, size_t hlen,
 		      const void *data, size_t dlen)
 {
@@ -516,6 +616,13 @@ EXPORT_SYMBOL_GPL(iscsi_if_recv_pdu);
 
 /* ------------------------------------------------- session state machine */
 
+/**
+ * iscsi_if_session_state - the session's state as the data path sees it
+ * @session: the session
+ *
+ * Context: any context; @session->state_wq is woken when it changes.
+ * Return: an enum iscsi_if_session_state.
+ */
 int iscsi_if_session_state(struct iscsi_if_session *session)
 {
 	return READ_ONCE(session->state);
@@ -554,6 +661,7 @@ static void session_fail(struct iscsi_if_session *s)
 	}
 	spin_unlock_irqrestore(&s->lock, flags);
 	if (changed) {
+		wake_up_all(&s->state_wq);
 		recovery_arm(s);
 		session_state_event(s, ISCSI_IF_SESSION_FAILED);
 	}
@@ -581,6 +689,7 @@ static int session_set_state(struct iscsi_if_session *s, int state)
 	old = s->state;
 	WRITE_ONCE(s->state, state);
 	spin_unlock_irqrestore(&s->lock, flags);
+	wake_up_all(&s->state_wq);
 	return old;
 }
 
@@ -621,6 +730,7 @@ static void conn_set_state(struct iscsi_if_conn *c, int state)
 	spin_lock_irqsave(&c->session->lock, flags);
 	WRITE_ONCE(c->state, state);
 	spin_unlock_irqrestore(&c->session->lock, flags);
+	wake_up_all(&c->session->state_wq);
 }
 
 static void conn_stop(struct iscsi_if_conn *c, int flag)
@@ -659,7 +769,6 @@ static void conn_err_work_fn(struct work_struct *work)
 	struct iscsi_if_conn *c = container_of(work, struct iscsi_if_conn, err_work);
 	struct iscsi_if_session *s = c->session;
 	unsigned long flags;
-
 	bool running;
 
 	spin_lock_irqsave(&s->lock, flags);
@@ -669,6 +778,7 @@ static void conn_err_work_fn(struct work_struct *work)
 	spin_unlock_irqrestore(&s->lock, flags);
 	/* Raised just before a stop: iscsid already acted on it. */
 	if (running) {
+		wake_up_all(&s->state_wq);
 		event_simple(ISCSI_IF_EVENT_CONN_ERROR, s->sid, 1, c->cid,
 			     ISCSI_IF_ATTR_ERROR, c->error, GFP_KERNEL);
 		session_fail(s);
@@ -676,6 +786,17 @@ static void conn_err_work_fn(struct work_struct *work)
 	put_device(&c->dev);
 }
 
+/**
+ * iscsi_if_conn_error - report that a connection failed
+ * @conn: the connection
+ * @err: why
+ *
+ * The first call after a START_CONN sends a CONN_ERROR event to iscsid and
+ * fails the session (its queue blocks, the recovery timer starts) from a
+ * work item; later calls are ignored until the connection starts again.
+ *
+ * Context: any context.
+ */
 void iscsi_if_conn_error(struct iscsi_if_conn *conn, enum iscsi_if_err err)
 {
 	if (test_and_set_bit(ISCSI_IF_CONN_F_ERROR, &conn->flags))
@@ -700,6 +821,15 @@ static struct iscsi_if_transport *transport_find(const char *name)
 	return NULL;
 }
 
+/**
+ * iscsi_if_register_transport - make a transport available to CREATE_SESSION
+ * @t: the transport; name, sht, bind_conn, start_conn, stop_conn and
+ *	send_pdu are required
+ *
+ * Context: process context.
+ * Return: 0, -EINVAL when a required member is missing, -EEXIST when a
+ * transport of that name is registered already.
+ */
 int iscsi_if_register_transport(struct iscsi_if_transport *t)
 {
 	int err = 0;
@@ -719,9 +849,17 @@ int iscsi_if_register_transport(struct iscsi_if_transport *t)
 }
 EXPORT_SYMBOL_GPL(iscsi_if_register_transport);
 
+/**
+ * iscsi_if_unregister_transport - remove a transport
+ * @t: a registered transport
+ *
+ * Called from the transport's module exit: its sessions pin the module, so
+ * none exists any more.
+ *
+ * Context: process context.
+ */
 void iscsi_if_unregister_transport(struct iscsi_if_transport *t)
 {
-	/* Sessions pin the transport's module: none can exist here. */
 	mutex_lock(&iscsi_if_mutex);
 	list_del(&t->list);
 	mutex_unlock(&iscsi_if_mutex);
@@ -731,6 +869,13 @@ EXPORT_SYMBOL_GPL(iscsi_if_unregister_transport);
 
 /* ------------------------------------------------------ object lifetimes */
 
+/*
+ * A session is one allocation with three devices in it: dev ("sessionN")
+ * owns it, and the class devices cdev and hdev each hold a reference on dev
+ * from their initialisation to their release. The session is freed when the
+ * last of the three goes. A connection: dev owns it, cdev holds a reference
+ * on dev, and dev one on the session's dev.
+ */
 static void session_release(struct device *dev)
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, dev);
@@ -745,6 +890,16 @@ static void session_release(struct device *dev)
 	module_put(owner);
 }
 
+static void session_cdev_release(struct device *dev)
+{
+	put_device(&container_of(dev, struct iscsi_if_session, cdev)->dev);
+}
+
+static void session_hdev_release(struct device *dev)
+{
+	put_device(&container_of(dev, struct iscsi_if_session, hdev)->dev);
+}
+
 static void conn_release(struct device *dev)
 {
 	struct iscsi_if_conn *c = container_of(dev, struct iscsi_if_conn, dev);
@@ -752,6 +907,72 @@ static void conn_release(struct device *dev)
 
 	kfree(c);
 	put_device(&s->dev);
+}
+
+static void conn_cdev_release(struct device *dev)
+{
+	put_device(&container_of(dev, struct iscsi_if_conn, cdev)->dev);
+}
+
+/* A connection of s, not yet known to the transport or sysfs: put both devices to free it. */
+static struct iscsi_if_conn *conn_alloc(struct iscsi_if_session *s, u32 cid)
+{
+	struct iscsi_if_conn *c;
+
+	c = kzalloc(sizeof(*c) + s->transport->conn_size, GFP_KERNEL);
+	if (!c)
+		return NULL;
+	c->session = s;
+	c->cid = cid;
+	c->dd_data = c + 1;
+	c->state = ISCSI_IF_CONN_CREATED;
+	INIT_WORK(&c->err_work, conn_err_work_fn);
+	INIT_LIST_HEAD(&c->node);
+	get_device(&s->dev);
+	device_initialize(&c->dev);
+	c->dev.release = conn_release;
+	c->dev.parent = &s->dev;
+	dev_set_name(&c->dev, "connection%u:%u", s->sid, cid);
+	device_initialize(&c->cdev);
+	c->cdev.release = conn_cdev_release;
+	get_device(&c->dev);
+	c->cdev.class = &iscsi_connection_class;
+	c->cdev.parent = &c->dev;
+	dev_set_name(&c->cdev, "connection%u:%u", s->sid, cid);
+	return c;
+}
+
+/*
+ * A session of transport t (whose module the caller holds: the session's
+ * release puts it), its devices initialised so that session_teardown() can
+ * always put them.
+ */
+static struct iscsi_if_session *session_alloc(struct iscsi_if_transport *t)
+{
+	struct iscsi_if_session *s;
+
+	s = kzalloc(sizeof(*s) + t->session_size, GFP_KERNEL);
+	if (!s)
+		return NULL;
+	s->transport = t;
+	s->dd_data = s + 1;
+	s->state = ISCSI_IF_SESSION_FREE;	/* LOGGED_IN from the first START_CONN */
+	s->recovery_tmo = ISCSI_IF_DEF_RECOVERY_TMO;
+	s->creator = task_tgid_vnr(current);
+	spin_lock_init(&s->lock);
+	mutex_init(&s->scan_lock);
+	init_waitqueue_head(&s->state_wq);
+	INIT_LIST_HEAD(&s->conns);
+	INIT_DELAYED_WORK(&s->recovery_work, recovery_work_fn);
+	device_initialize(&s->dev);
+	s->dev.release = session_release;
+	device_initialize(&s->cdev);
+	s->cdev.release = session_cdev_release;
+	get_device(&s->dev);
+	device_initialize(&s->hdev);
+	s->hdev.release = session_hdev_release;
+	get_device(&s->dev);
+	return s;
 }
 
 static struct iscsi_if_session *session_get_locked(u32 sid)
@@ -803,6 +1024,7 @@ static void session_unpublish(struct iscsi_if_session *s)
 	s->removing = true;
 	WRITE_ONCE(s->state, ISCSI_IF_SESSION_FREE);
 	spin_unlock_irqrestore(&s->lock, flags);
+	wake_up_all(&s->state_wq);
 	recovery_cancel(s);
 
 	/* Fail outstanding I/O first, so a running scan or sd's final
@@ -1048,27 +1270,12 @@ static int cmd_create_session(struct sk_buff *skb, struct genl_info *info)
 		err = -ENOENT;
 		goto out_unlock;
 	}
-	s = kzalloc(sizeof(*s) + t->session_size, GFP_KERNEL);
+	s = session_alloc(t);
 	if (!s) {
 		module_put(t->owner);
 		err = -ENOMEM;
 		goto out_unlock;
 	}
-	s->transport = t;
-	s->dd_data = s + 1;
-	s->state = ISCSI_IF_SESSION_FREE;	/* LOGGED_IN from the first START_CONN */
-	s->recovery_tmo = ISCSI_IF_DEF_RECOVERY_TMO;
-	s->creator = task_tgid_vnr(current);
-	spin_lock_init(&s->lock);
-	mutex_init(&s->scan_lock);
-	INIT_LIST_HEAD(&s->conns);
-	INIT_DELAYED_WORK(&s->recovery_work, recovery_work_fn);
-	device_initialize(&s->dev);
-	s->dev.release = session_release;
-	device_initialize(&s->cdev);	/* so session_teardown() can always put them */
-	s->cdev.release = cdev_release;
-	device_initialize(&s->hdev);
-	s->hdev.release = cdev_release;
 
 	/* The number is taken now; commands find the session once it is set up. */
 	id = idr_alloc(&iscsi_if_sessions, NULL, 1, INT_MAX, GFP_KERNEL);
@@ -1158,26 +1365,9 @@ static int cmd_create_conn(struct sk_buff *skb, struct genl_info *info)
 		goto out;
 	}
 	err = -ENOMEM;
-	c = kzalloc(sizeof(*c) + s->transport->conn_size, GFP_KERNEL);
+	c = conn_alloc(s, cid);
 	if (!c)
 		goto out;
-	c->session = s;
-	c->cid = cid;
-	c->dd_data = c + 1;
-	c->state = ISCSI_IF_CONN_CREATED;
-	INIT_WORK(&c->err_work, conn_err_work_fn);
-	get_device(&s->dev);
-	device_initialize(&c->dev);
-	c->dev.release = conn_release;
-	c->dev.parent = &s->dev;
-	dev_set_name(&c->dev, "connection%u:%u", s->sid, cid);
-	device_initialize(&c->cdev);
-	c->cdev.release = cdev_release;
-	c->cdev.class = &iscsi_connection_class;
-	c->cdev.parent = &c->dev;
-	dev_set_name(&c->cdev, "connection%u:%u", s->sid, cid);
-	INIT_LIST_HEAD(&c->node);
-
 	if (s->transport->create_conn) {
 		err = s->transport->create_conn(c);
 		if (err) {
@@ -1336,12 +1526,26 @@ out:
 	return err;
 }
 
+/* SET_PARAM's value, checked and normalised in a new string. */
+static char *param_value(struct genl_info *info, enum iscsi_if_param param)
+{
+	char *raw, *value;
+
+	raw = nla_strdup(info->attrs[ISCSI_IF_ATTR_VALUE], GFP_KERNEL);
+	if (!raw)
+		return ERR_PTR(-ENOMEM);
+	value = param_normalise(param, raw, info->extack);
+	kfree(raw);
+	return value;
+}
+
 static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 {
 	struct iscsi_if_session *s;
 	struct iscsi_if_conn *c = NULL;
-	char *value = NULL, *old;
+	char *value, *old;
 	unsigned long flags;
+	unsigned int tmo;
 	u32 param;
 	int err;
 
@@ -1351,16 +1555,9 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 	param = nla_get_u32(info->attrs[ISCSI_IF_ATTR_PARAM]);
 	if (param >= __ISCSI_IF_PARAM_MAX)
 		return -EINVAL;
-	{
-		char *raw = nla_strdup(info->attrs[ISCSI_IF_ATTR_VALUE], GFP_KERNEL);
-
-		if (!raw)
-			return -ENOMEM;
-		value = param_normalise(param, raw, info->extack);
-		kfree(raw);
-		if (IS_ERR(value))
-			return PTR_ERR(value);
-	}
+	value = param_value(info, param);
+	if (IS_ERR(value))
+		return PTR_ERR(value);
 
 	mutex_lock(&iscsi_if_mutex);
 	if (param_descs[param].conn) {
@@ -1377,28 +1574,22 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 		}
 	}
 	if (param == ISCSI_IF_PARAM_RECOVERY_TMO) {
-		unsigned int tmo;
-
 		err = kstrtouint(value, 10, &tmo);
 		if (err)
 			goto out;
 		WRITE_ONCE(s->recovery_tmo, tmo);
 	}
-	if (s->transport->set_param) {
-		err = s->transport->set_param(s, c, param, value);
-		if (err) {
-			if (err == -EBUSY)
-				GENL_SET_ERR_MSG(info, "parameter cannot change while the connection runs");
-			goto out;
-		}
-	}
+	err = s->transport->set_param ? s->transport->set_param(s, c, param, value) : 0;
+	if (err == -EBUSY)
+		GENL_SET_ERR_MSG(info, "parameter cannot change while the connection runs");
+	if (err)
+		goto out;
 	spin_lock_irqsave(&s->lock, flags);
 	old = s->params[param];
 	s->params[param] = value;
 	spin_unlock_irqrestore(&s->lock, flags);
 	value = NULL;
 	kfree(old);
-	err = 0;
 out:
 	mutex_unlock(&iscsi_if_mutex);
 	kfree(value);

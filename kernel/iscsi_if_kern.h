@@ -24,6 +24,7 @@
 #include <linux/list.h>
 #include <linux/module.h>
 #include <linux/spinlock.h>
+#include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <scsi/scsi_host.h>
 
@@ -31,81 +32,157 @@
 
 struct iscsi_if_transport;
 
-/* Connection states as iscsi_if tracks them (sysfs "state"). */
+/**
+ * enum iscsi_if_conn_state - a connection's state as iscsi_if tracks it
+ * @ISCSI_IF_CONN_CREATED: created, no socket yet (sysfs "down")
+ * @ISCSI_IF_CONN_BOUND: the transport holds the socket (sysfs "bound")
+ * @ISCSI_IF_CONN_STARTED: carrying SCSI traffic (sysfs "up")
+ * @ISCSI_IF_CONN_FAILED: an error was raised, the connection is not yet
+ *	stopped (sysfs "failed")
+ * @ISCSI_IF_CONN_STOPPED: stopped, the socket given back (sysfs "down")
+ */
 enum iscsi_if_conn_state {
-	ISCSI_IF_CONN_CREATED,		/* "down" */
-	ISCSI_IF_CONN_BOUND,		/* "bound" */
-	ISCSI_IF_CONN_STARTED,		/* "up" */
-	ISCSI_IF_CONN_FAILED,		/* "failed": error raised, not yet stopped */
-	ISCSI_IF_CONN_STOPPED,		/* "down" */
+	ISCSI_IF_CONN_CREATED,
+	ISCSI_IF_CONN_BOUND,
+	ISCSI_IF_CONN_STARTED,
+	ISCSI_IF_CONN_FAILED,
+	ISCSI_IF_CONN_STOPPED,
 };
 
+/**
+ * struct iscsi_if_session - an iSCSI session: one SCSI host and its connections
+ * @dev: "sessionN" under the SCSI host; its release frees the session
+ * @cdev: the iscsi_session class device "sessionN"; holds a reference on @dev
+ * @hdev: the iscsi_host class device "hostM"; holds a reference on @dev
+ * @shost: the SCSI host (hostdata: a pointer to this session)
+ * @transport: the transport; its module is pinned while the session exists
+ * @sid: the session number (SID), also in the sysfs names
+ * @removing: DESTROY_SESSION has started
+ * @blocked: scsi_block_requests() is in force
+ * @cdev_added: @cdev is in sysfs
+ * @hdev_added: @hdev is in sysfs
+ * @dev_added: @dev is in sysfs
+ * @host_added: @shost was added to the SCSI midlayer
+ * @tsess_created: the transport's create_session succeeded
+ * @lock: protects @state, @blocked, @params, @host_ipaddress and the
+ *	connections' states; taken from any context
+ * @state: enum iscsi_if_session_state
+ * @state_wq: woken whenever @state or a connection's state changes
+ * @recovery_tmo: replacement timeout in seconds: how long a FAILED session
+ *	waits for a new connection before its I/O fails
+ * @recovery_work: ends the recovery when @recovery_tmo expires
+ * @scan_lock: keeps a scan and DESTROY_SESSION apart
+ * @conns: the connections (iscsi_if_conn.node), under the iscsi_if mutex
+ * @params: parameter values as set (normalised text), for sysfs and GET_PARAM
+ * @host_ipaddress: our end of the connection, for iscsi_host/hostM/ipaddress
+ * @creator: the process that created the session (sysfs "creator")
+ * @dd_data: the transport's private area, transport->session_size bytes in
+ *	the same allocation
+ */
 struct iscsi_if_session {
-	struct device dev;		/* "sessionN", parent: the Scsi_Host */
-	struct device cdev;		/* class iscsi_session, "sessionN" */
-	struct device hdev;		/* class iscsi_host, "hostM" */
+	struct device dev;
+	struct device cdev;
+	struct device hdev;
 	struct Scsi_Host *shost;
 	struct iscsi_if_transport *transport;
 	u32 sid;
-	bool removing;			/* DESTROY_SESSION started */
-	bool blocked;			/* scsi_block_requests() in force */
+	bool removing;
+	bool blocked;
 	bool cdev_added, hdev_added, dev_added, host_added, tsess_created;
 
-	spinlock_t lock;		/* state, blocked */
-	int state;			/* enum iscsi_if_session_state */
-	unsigned int recovery_tmo;	/* seconds */
+	spinlock_t lock;		/* taken from any context */
+	int state;
+	wait_queue_head_t state_wq;
+	unsigned int recovery_tmo;
 	struct delayed_work recovery_work;
-	struct mutex scan_lock;		/* SCAN against DESTROY */
+	struct mutex scan_lock;		/* SCAN against DESTROY_SESSION */
 
-	struct list_head conns;		/* iscsi_if_conn.node, under the iscsi_if mutex */
-	char *params[__ISCSI_IF_PARAM_MAX];	/* text as set, for sysfs and GET_PARAM */
-	char host_ipaddress[64];	/* our end of the connection, under lock */
+	struct list_head conns;
+	char *params[__ISCSI_IF_PARAM_MAX];
+	char host_ipaddress[64];
 	pid_t creator;
 
-	void *dd_data;			/* transport's, transport->session_size bytes */
+	void *dd_data;
 };
 
+/**
+ * struct iscsi_if_conn - a connection of a session
+ * @dev: "connectionS:C" under the session's @dev; its release frees the
+ *	connection and drops its reference on the session
+ * @cdev: the iscsi_connection class device; holds a reference on @dev
+ * @cdev_added: @cdev is in sysfs
+ * @dev_added: @dev is in sysfs
+ * @session: the session
+ * @node: in the session's list of connections
+ * @cid: the connection number (CID)
+ * @state: enum iscsi_if_conn_state, under the session's lock
+ * @flags: ISCSI_IF_CONN_F_* bits
+ * @error: the enum iscsi_if_err of the first error since the last start
+ * @err_work: reports that error to iscsid and fails the session
+ * @dd_data: the transport's private area, transport->conn_size bytes in the
+ *	same allocation
+ */
 struct iscsi_if_conn {
-	struct device dev;		/* "connectionN:M", parent: the session */
-	struct device cdev;		/* class iscsi_connection */
+	struct device dev;
+	struct device cdev;
 	bool cdev_added, dev_added;
 	struct iscsi_if_session *session;
 	struct list_head node;
 	u32 cid;
-	int state;			/* enum iscsi_if_conn_state, under session->lock */
-	unsigned long flags;		/* ISCSI_IF_CONN_F_* */
-	u32 error;			/* enum iscsi_if_err of the first error */
+	int state;
+	unsigned long flags;
+	u32 error;
 	struct work_struct err_work;
-	void *dd_data;			/* transport's, transport->conn_size bytes */
+	void *dd_data;
 };
 
 #define ISCSI_IF_CONN_F_ERROR	0	/* iscsi_if_conn_error() already raised */
 
+/**
+ * struct iscsi_if_transport - a data path module (such as iscsi_tcp)
+ * @name: the name CREATE_SESSION asks for ("tcp")
+ * @owner: the module, pinned by every session
+ * @sht: the SCSI host template; hostdata is one pointer to the session
+ * @session_size: bytes of the session's private area (dd_data)
+ * @conn_size: bytes of the connection's private area (dd_data)
+ * @create_session: optional; after the SCSI host is allocated (can_queue is
+ *	final), before it is added; without the iscsi_if mutex
+ * @destroy_session: optional; after the SCSI host is removed: no
+ *	queuecommand can run any more; without the iscsi_if mutex
+ * @create_conn: optional; the connection is not in sysfs yet
+ * @destroy_conn: optional; the connection is stopped (or was never bound)
+ * @bind_conn: takes the caller's socket @fd (called in the caller's
+ *	context) with the sequence numbers the login ended with
+ * @start_conn: starts SCSI traffic on the bound socket
+ * @stop_conn: stops I/O on the connection and gives the socket back.
+ *	ISCSI_IF_STOP_RECOVER: fail outstanding commands so that the midlayer
+ *	requeues them (the queue is blocked); ISCSI_IF_STOP_TERM: fail them
+ *	for good. Must be idempotent.
+ * @set_param: optional; a parameter's value, already validated and
+ *	normalised. @conn is the connection for the parameters iscsi_if's table
+ *	marks as connection parameters, NULL for session parameters.
+ * @send_pdu: queues a PDU from iscsid (BHS, AHS, data; no digests)
+ * @get_stats: optional; fills the ISCSI_IF_STAT_* counters
+ * @list: in iscsi_if's list of transports
+ *
+ * The callbacks run in process context with the iscsi_if mutex held, except
+ * where noted.
+ */
 struct iscsi_if_transport {
 	const char *name;
 	struct module *owner;
-	struct scsi_host_template *sht;	/* hostdata: one pointer to the session */
+	struct scsi_host_template *sht;
 	size_t session_size;
 	size_t conn_size;
 
-	/* After the Scsi_Host is allocated (can_queue final), before it is added. */
 	int (*create_session)(struct iscsi_if_session *session);
-	/* After the Scsi_Host is removed: no queuecommand can run any more. */
 	void (*destroy_session)(struct iscsi_if_session *session);
 	int (*create_conn)(struct iscsi_if_conn *conn);
-	/* The connection is stopped (or was never bound). */
 	void (*destroy_conn)(struct iscsi_if_conn *conn);
-	/* Takes the caller's socket fd; called in the caller's context. */
 	int (*bind_conn)(struct iscsi_if_conn *conn, int fd, u32 exp_statsn,
 			 u32 cmdsn, u32 max_cmdsn);
 	int (*start_conn)(struct iscsi_if_conn *conn);
-	/*
-	 * Stops I/O on the connection and gives the socket back. RECOVER: fail
-	 * outstanding commands so the midlayer requeues them (the queue is
-	 * blocked); TERM: fail them for good. Must be idempotent.
-	 */
 	void (*stop_conn)(struct iscsi_if_conn *conn, int flag);
-	/* conn is NULL for session parameters. Values already validated. */
 	int (*set_param)(struct iscsi_if_session *session,
 			 struct iscsi_if_conn *conn, enum iscsi_if_param param,
 			 const char *value);
@@ -113,9 +190,15 @@ struct iscsi_if_transport {
 	void (*get_stats)(struct iscsi_if_conn *conn,
 			  u64 stats[__ISCSI_IF_STAT_MAX]);
 
-	struct list_head list;		/* private to iscsi_if */
+	struct list_head list;
 };
 
+/**
+ * iscsi_if_shost_session - the session of a SCSI host
+ * @shost: a SCSI host created by iscsi_if
+ *
+ * Return: the session whose host @shost is.
+ */
 static inline struct iscsi_if_session *iscsi_if_shost_session(struct Scsi_Host *shost)
 {
 	return *(struct iscsi_if_session **)shost_priv(shost);
@@ -123,15 +206,10 @@ static inline struct iscsi_if_session *iscsi_if_shost_session(struct Scsi_Host *
 
 int iscsi_if_register_transport(struct iscsi_if_transport *t);
 void iscsi_if_unregister_transport(struct iscsi_if_transport *t);
-
-/* Any context. Raises one CONN_ERROR event per connection start. */
 void iscsi_if_conn_error(struct iscsi_if_conn *conn, enum iscsi_if_err err);
-/* Any context. hdr: BHS + AHS; data: the data segment without digests. */
 int iscsi_if_recv_pdu(struct iscsi_if_conn *conn, const void *hdr, size_t hlen,
 		      const void *data, size_t dlen);
-/* Any context: our local address as iscsi_host/hostN/ipaddress shows it. */
 void iscsi_if_set_host_ipaddress(struct iscsi_if_session *session, const char *addr);
-/* Session state as seen by the data path (ISCSI_IF_SESSION_*). */
 int iscsi_if_session_state(struct iscsi_if_session *session);
 
 #endif /* _ISCSI_IF_KERN_H */

@@ -26,7 +26,6 @@
 
 #include <linux/blk-mq.h>
 #include <linux/crc32c.h>
-#include <linux/delay.h>
 #include <linux/highmem.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
@@ -48,7 +47,7 @@
 
 #include "iscsi_if_kern.h"
 
-#define ITCP_BHS		48
+#define ITCP_DIGEST_SIZE	4		/* CRC32C */
 #define ITCP_MAX_AHS		1020		/* TotalAHSLength is 8 bits of words */
 #define ITCP_MAX_R2T		16		/* R2Ts kept per command */
 #define ITCP_ECDB_AHS_MAX	(4 + SCSI_MAX_VARLEN_CDB_SIZE - ISCSI_CDB_SIZE + 4)
@@ -108,7 +107,7 @@ struct itcp_conn;
 
 struct itcp_session {
 	struct iscsi_if_session *ifs;
-	spinlock_t lock;
+	spinlock_t lock;		/* BH-safe; see the top of this file */
 	struct itcp_task **tasks;	/* by blk-mq tag */
 	u32 ntasks;
 	u16 gen;
@@ -134,7 +133,7 @@ struct itcp_session {
 	u64 tmf_lun;
 	struct itcp_task *tmf_ref;
 	struct itcp_mgmt tmf_mgmt;
-	u8 tmf_buf[ITCP_BHS];
+	struct iscsi_tm tmf_hdr;
 };
 
 enum rx_state { RX_BHS, RX_AHS, RX_HDGST, RX_DATA, RX_PAD, RX_DDGST, RX_DEAD };
@@ -160,10 +159,10 @@ struct itcp_conn {
 
 	/* receive state machine */
 	enum rx_state rx_state;
-	u8 rx_hdr[ITCP_BHS + ITCP_MAX_AHS];
-	u32 rx_hlen, rx_got;		/* bytes of the current part */
-	u32 rx_ahslen, rx_dlen, rx_pad;
-	u8 rx_dgst[4];
+	u8 rx_hdr[ISCSI_HDR_LEN + ITCP_MAX_AHS] __aligned(__alignof__(struct iscsi_hdr));
+	u32 rx_got;			/* bytes of the current part */
+	u32 rx_ahslen, rx_dlen, rx_padlen;
+	__le32 rx_dgst;
 	u32 rx_crc;
 	struct itcp_task *rx_task;	/* Data-In target, or NULL: rx_buf */
 	u32 rx_offset;			/* Data-In buffer offset */
@@ -192,6 +191,29 @@ static inline u32 task_tag(struct itcp_task *task)
 	return blk_mq_unique_tag_to_tag(blk_mq_unique_tag(scsi_cmd_to_rq(task_sc(task))));
 }
 
+/* ITTs are opaque to the target; ours are numbers, big-endian on the wire. */
+static inline u32 itt_to_cpu(itt_t itt)
+{
+	return be32_to_cpu((__force __be32)itt);
+}
+
+static inline itt_t cpu_to_itt(u32 itt)
+{
+	return (__force itt_t)cpu_to_be32(itt);
+}
+
+/* The header just received (BHS + AHS). */
+static inline const struct iscsi_hdr *rx_pdu_hdr(struct itcp_conn *conn)
+{
+	return (const struct iscsi_hdr *)conn->rx_hdr;
+}
+
+/* Bytes of padding after a data segment of len bytes. */
+static inline u32 pad_len(u32 len)
+{
+	return (ISCSI_PAD_LEN - (len & (ISCSI_PAD_LEN - 1))) & (ISCSI_PAD_LEN - 1);
+}
+
 static inline u32 digest_final(u32 crc)
 {
 	return ~crc;
@@ -212,11 +234,11 @@ static void conn_fail(struct itcp_conn *conn, enum iscsi_if_err err)
 
 /* ----------------------------------------------------- sequence numbers */
 
-/* Under sess->lock. */
-static void update_cmdsn(struct itcp_session *sess, const u8 *hdr)
+/* Under sess->lock: ExpCmdSN and MaxCmdSN of a PDU from the target. */
+static void update_cmdsn(struct itcp_session *sess, __be32 exp_cmdsn, __be32 max_cmdsn)
 {
-	u32 exp = get_unaligned_be32(hdr + 28);
-	u32 max = get_unaligned_be32(hdr + 32);
+	u32 exp = be32_to_cpu(exp_cmdsn);
+	u32 max = be32_to_cpu(max_cmdsn);
 
 	/* RFC 7143 4.2.2.1: ignore both when MaxCmdSN < ExpCmdSN - 1. */
 	if (iscsi_sna_lt(max, exp - 1))
@@ -232,9 +254,9 @@ static void update_cmdsn(struct itcp_session *sess, const u8 *hdr)
 	}
 }
 
-static void update_statsn(struct itcp_conn *conn, const u8 *hdr)
+static void update_statsn(struct itcp_conn *conn, __be32 stat_sn)
 {
-	u32 statsn = get_unaligned_be32(hdr + 24);
+	u32 statsn = be32_to_cpu(stat_sn);
 
 	if (iscsi_sna_gte(statsn, conn->exp_statsn))
 		WRITE_ONCE(conn->exp_statsn, statsn + 1);
@@ -321,34 +343,46 @@ static int send_kvec(struct itcp_conn *conn, struct kvec *vec, int n, size_t len
 	return 0;
 }
 
+/* A page to TCP without a copy; 6.5 replaced kernel_sendpage() by MSG_SPLICE_PAGES. */
+static int sock_send_page(struct socket *sock, struct page *page, unsigned int off,
+			  size_t len, int flags)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+	struct msghdr msg = { .msg_flags = flags | MSG_SPLICE_PAGES | MSG_NOSIGNAL };
+	struct bio_vec bv;
+
+	bvec_set_page(&bv, page, len, off);
+	iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
+	return sock_sendmsg(sock, &msg);
+#else
+	return kernel_sendpage(sock, page, off, len, flags | MSG_NOSIGNAL);
+#endif
+}
+
+/* A page TCP must not hold on to (slab, refcount 0): copied. */
+static int sock_copy_page(struct socket *sock, struct page *page, unsigned int off,
+			  size_t len, int flags)
+{
+	struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
+	u8 *vaddr = kmap_local_page(page);
+	struct kvec v = { .iov_base = vaddr + off, .iov_len = len };
+	int ret;
+
+	ret = kernel_sendmsg(sock, &msg, &v, 1, len);
+	kunmap_local(vaddr);
+	return ret;
+}
+
 static int send_page(struct itcp_conn *conn, struct page *page, unsigned int off,
 		     size_t len, int flags)
 {
-	struct socket *sock = conn->sock;
 	int ret;
 
 	while (len) {
-		if (sendpage_ok(page)) {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
-			struct bio_vec bv;
-			struct msghdr msg = { .msg_flags = flags | MSG_SPLICE_PAGES | MSG_NOSIGNAL };
-
-			bvec_set_page(&bv, page, len, off);
-			iov_iter_bvec(&msg.msg_iter, ITER_SOURCE, &bv, 1, len);
-			ret = sock_sendmsg(sock, &msg);
-#else
-			ret = kernel_sendpage(sock, page, off, len, flags | MSG_NOSIGNAL);
-#endif
-		} else {
-			struct kvec v;
-			struct msghdr msg = { .msg_flags = flags | MSG_NOSIGNAL };
-			u8 *vaddr = kmap_local_page(page);
-
-			v.iov_base = vaddr + off;
-			v.iov_len = len;
-			ret = kernel_sendmsg(sock, &msg, &v, 1, len);
-			kunmap_local(vaddr);
-		}
+		if (sendpage_ok(page))
+			ret = sock_send_page(conn->sock, page, off, len, flags);
+		else
+			ret = sock_copy_page(conn->sock, page, off, len, flags);
 		if (ret <= 0) {
 			stat_add(conn, ISCSI_IF_STAT_TX_SENDPAGE_FAILURES, 1);
 			return ret ? ret : -EPIPE;
@@ -371,24 +405,23 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
 	if (conn->hdrdgst) {
 		dgst = cpu_to_le32(digest_final(crc32c(~0, hdr, hlen)));
 		vec[1].iov_base = &dgst;
-		vec[1].iov_len = 4;
+		vec[1].iov_len = ITCP_DIGEST_SIZE;
 		n = 2;
 	}
-	return send_kvec(conn, vec, n, hlen + (n == 2 ? 4 : 0),
+	return send_kvec(conn, vec, n, hlen + (n == 2 ? ITCP_DIGEST_SIZE : 0),
 			 more ? MSG_MORE : 0);
 }
 
 /*
- * Each PDU is pushed when its last piece is out (no MSG_MORE across PDUs):
- * the target starts on one command while the next is being sent. Holding
- * queued PDUs back into full segments cost LIO 4 KiB QD32 writes a fifth of
- * their IOPS (5.1k -> 4.0k) and bought reads nothing (bench/README.md).
+ * Padding and data digest end a PDU. Its last piece goes without MSG_MORE
+ * (none across PDUs): the target starts on one command while the next one
+ * is being sent.
  */
 static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 {
-	static const u8 zero[4];
+	static const u8 zero[ISCSI_PAD_LEN];
 	struct kvec vec[2];
-	u32 pad = (4 - (dlen & 3)) & 3;
+	u32 pad = pad_len(dlen);
 	__le32 dgst;
 	int n = 0;
 	size_t len = 0;
@@ -403,8 +436,8 @@ static int send_pad_dgst(struct itcp_conn *conn, u32 dlen, u32 crc)
 	if (conn->datadgst) {
 		dgst = cpu_to_le32(digest_final(crc));
 		vec[n].iov_base = &dgst;
-		vec[n].iov_len = 4;
-		len += 4;
+		vec[n].iov_len = ITCP_DIGEST_SIZE;
+		len += ITCP_DIGEST_SIZE;
 		n++;
 	}
 	return n ? send_kvec(conn, vec, n, len, 0) : 0;
@@ -442,7 +475,7 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 				kunmap_local(vaddr);
 			}
 			err = send_page(conn, page, poff, chunk,
-					left > chunk || conn->datadgst || (len & 3) ?
+					left > chunk || conn->datadgst || pad_len(len) ?
 					MSG_MORE : 0);
 			if (err)
 				return err;
@@ -455,35 +488,32 @@ static int send_sg_data(struct itcp_conn *conn, struct scsi_cmnd *sc, u32 offset
 	return send_pad_dgst(conn, len, crc);
 }
 
-static int xmit_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
+static int send_mgmt(struct itcp_conn *conn, struct itcp_mgmt *m)
 {
-	bool tail = (m->dlen & 3) || conn->datadgst;	/* padding or digest follow */
+	bool tail = pad_len(m->dlen) || conn->datadgst;	/* padding or digest follow */
+	struct kvec data = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
 	u32 crc;
 	int err;
 
 	err = send_hdr(conn, m->buf, m->hlen, m->dlen != 0);
 	if (err || !m->dlen)
 		return err;
-	{
-		struct kvec v = { .iov_base = m->buf + m->hlen, .iov_len = m->dlen };
-
-		err = send_kvec(conn, &v, 1, m->dlen, tail ? MSG_MORE : 0);
-	}
+	err = send_kvec(conn, &data, 1, m->dlen, tail ? MSG_MORE : 0);
 	if (err)
 		return err;
 	crc = conn->datadgst ? crc32c(~0, m->buf + m->hlen, m->dlen) : 0;
 	return send_pad_dgst(conn, m->dlen, crc);
 }
 
-static int xmit_cmd(struct itcp_conn *conn, struct itcp_task *task)
+static int send_cmd(struct itcp_conn *conn, struct itcp_task *task)
 {
-	u8 hbuf[ITCP_BHS + ITCP_ECDB_AHS_MAX];
-	size_t hlen = ITCP_BHS + task->ahs_len;
+	u8 hbuf[ISCSI_HDR_LEN + ITCP_ECDB_AHS_MAX];
+	size_t hlen = ISCSI_HDR_LEN + task->ahs_len;
 	int err;
 
 	task->hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
-	memcpy(hbuf, &task->hdr, ITCP_BHS);
-	memcpy(hbuf + ITCP_BHS, task->ahs, task->ahs_len);
+	memcpy(hbuf, &task->hdr, ISCSI_HDR_LEN);
+	memcpy(hbuf + ISCSI_HDR_LEN, task->ahs, task->ahs_len);
 	err = send_hdr(conn, hbuf, hlen, task->imm_len != 0);
 	if (err)
 		return err;
@@ -540,7 +570,7 @@ static bool next_dataout_locked(struct itcp_conn *conn, struct itcp_task *task,
 		hdr->flags = ISCSI_FLAG_CMD_FINAL;
 	hton24(hdr->dlength, n);
 	int_to_scsilun(sc->device->lun, &hdr->lun);
-	hdr->itt = cpu_to_be32(task->itt);
+	hdr->itt = cpu_to_itt(task->itt);
 	hdr->ttt = cpu_to_be32(ttt);
 	hdr->datasn = cpu_to_be32(datasn);
 	hdr->offset = cpu_to_be32(*offset);
@@ -562,103 +592,153 @@ static struct scsi_cmnd *task_xmit_done_locked(struct itcp_conn *conn,
 	return NULL;
 }
 
+static void xmit_failed(struct itcp_conn *conn, int err)
+{
+	WRITE_ONCE(conn->xmit_dead, true);
+	if (err != -EPIPE && err != -ECONNRESET)
+		pr_info("connection%u:%u: send failed (%d)\n",
+			conn->ifc->session->sid, conn->ifc->cid, err);
+	iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_XMIT_FAILED);
+}
+
+/* The counter of a PDU from iscsid or the error handler. */
+static int mgmt_stat(u8 op)
+{
+	switch (op) {
+	case ISCSI_OP_NOOP_OUT:
+		return ISCSI_IF_STAT_NOPTX_PDUS;
+	case ISCSI_OP_SCSI_TMFUNC:
+		return ISCSI_IF_STAT_TMFCMD_PDUS;
+	case ISCSI_OP_TEXT:
+		return ISCSI_IF_STAT_TEXT_PDUS;
+	case ISCSI_OP_LOGOUT:
+		return ISCSI_IF_STAT_LOGOUT_PDUS;
+	case ISCSI_OP_SNACK:
+		return ISCSI_IF_STAT_SNACK_PDUS;
+	default:
+		return ISCSI_IF_STAT_UNSPEC;
+	}
+}
+
+/*
+ * The transmit work sends, in this order: iscsid's PDUs and the TMF, SCSI
+ * Commands (with immediate data), Data-Out (unsolicited, then for R2Ts).
+ * xmit_mgmt(), xmit_cmd() and xmit_dataout() are called with sess->lock
+ * held and a PDU on their queue; they take it off, drop the lock, send it
+ * and return 0 or the error of the send.
+ */
+
+static int xmit_mgmt(struct itcp_conn *conn)
+	__releases(&conn->sess->lock)
+{
+	struct itcp_mgmt *m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
+	struct iscsi_hdr *hdr = (struct iscsi_hdr *)m->buf;
+	int stat = mgmt_stat(hdr->opcode & ISCSI_OPCODE_MASK);
+	int err;
+
+	list_del_init(&m->node);
+	if (!m->embedded)
+		conn->mgmt_queued--;
+	/* ExpStatSN as late as possible */
+	hdr->exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+	spin_unlock_bh(&conn->sess->lock);
+
+	err = send_mgmt(conn, m);
+	if (!err && stat != ISCSI_IF_STAT_UNSPEC)
+		stat_add(conn, stat, 1);
+	if (!m->embedded)
+		kfree(m);
+	return err;
+}
+
+static int xmit_cmd(struct itcp_conn *conn)
+	__releases(&conn->sess->lock)
+{
+	struct itcp_session *sess = conn->sess;
+	struct itcp_task *task = list_first_entry(&conn->cmdq, struct itcp_task, xmit_node);
+	struct scsi_cmnd *done;
+	int err;
+
+	list_del_init(&task->xmit_node);
+	task->flags |= TASK_XMIT;
+	sess->xmit_task = task;
+	spin_unlock_bh(&sess->lock);
+
+	err = send_cmd(conn, task);
+
+	spin_lock_bh(&sess->lock);
+	task->flags |= TASK_CMD_SENT;
+	/* Unsolicited data, or R2Ts that came while the command was being sent */
+	if ((task->unsol_left || task->r2t_count) && (task->flags & TASK_ACTIVE) &&
+	    list_empty(&task->xmit_node))
+		list_add_tail(&task->xmit_node, &conn->dataq);
+	done = task_xmit_done_locked(conn, task);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+	return err;
+}
+
+static int xmit_dataout(struct itcp_conn *conn)
+	__releases(&conn->sess->lock)
+{
+	struct itcp_session *sess = conn->sess;
+	struct itcp_task *task = list_first_entry(&conn->dataq, struct itcp_task, xmit_node);
+	struct scsi_cmnd *done;
+	struct iscsi_data hdr;
+	u32 offset, len;
+	int err;
+
+	if (!next_dataout_locked(conn, task, &hdr, &offset, &len)) {
+		spin_unlock_bh(&sess->lock);
+		return 0;	/* nothing left to send: off the queue now */
+	}
+	hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+	task->flags |= TASK_XMIT;
+	sess->xmit_task = task;
+	spin_unlock_bh(&sess->lock);
+
+	err = send_hdr(conn, &hdr, sizeof(hdr), true);
+	if (!err)
+		err = send_sg_data(conn, task_sc(task), offset, len);
+	if (!err)
+		stat_add(conn, ISCSI_IF_STAT_DATAOUT_PDUS, 1);
+
+	spin_lock_bh(&sess->lock);
+	done = task_xmit_done_locked(conn, task);
+	spin_unlock_bh(&sess->lock);
+	if (done)
+		scsi_done(done);
+	return err;
+}
+
+/* Up to ITCP_XMIT_BUDGET PDUs a run; requeued when there may be more. */
 static void xmit_work_fn(struct work_struct *work)
 {
 	struct itcp_conn *conn = container_of(work, struct itcp_conn, xmit_work);
 	struct itcp_session *sess = conn->sess;
 	unsigned int noio = memalloc_noio_save();
 	int budget = ITCP_XMIT_BUDGET;
-	struct scsi_cmnd *done;
+	int err;
 
 	while (budget-- > 0 && !READ_ONCE(conn->xmit_dead)) {
-		struct itcp_mgmt *m = NULL;
-		struct itcp_task *task = NULL;
-		struct iscsi_data dhdr;
-		u32 off = 0, len = 0;
-		bool is_cmd = false;
-		int err;
-
 		spin_lock_bh(&sess->lock);
 		if (conn->stopping) {
 			spin_unlock_bh(&sess->lock);
 			break;
 		}
 		if (!list_empty(&conn->mgmtq)) {
-			m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
-			list_del_init(&m->node);
-			if (!m->embedded)
-				conn->mgmt_queued--;
-			/* ExpStatSN as late as possible */
-			put_unaligned_be32(READ_ONCE(conn->exp_statsn), m->buf + 28);
+			err = xmit_mgmt(conn);
 		} else if (!list_empty(&conn->cmdq)) {
-			task = list_first_entry(&conn->cmdq, struct itcp_task, xmit_node);
-			list_del_init(&task->xmit_node);
-			task->flags |= TASK_XMIT;
-			sess->xmit_task = task;
-			is_cmd = true;
+			err = xmit_cmd(conn);
 		} else if (!list_empty(&conn->dataq)) {
-			task = list_first_entry(&conn->dataq, struct itcp_task, xmit_node);
-			if (next_dataout_locked(conn, task, &dhdr, &off, &len)) {
-				dhdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
-				task->flags |= TASK_XMIT;
-				sess->xmit_task = task;
-			} else {
-				task = NULL;
-				spin_unlock_bh(&sess->lock);
-				continue;
-			}
-		}
-		spin_unlock_bh(&sess->lock);
-
-		if (m) {
-			u8 op = m->buf[0] & ISCSI_OPCODE_MASK;
-
-			err = xmit_mgmt(conn, m);
-			if (!err) {
-				if (op == ISCSI_OP_NOOP_OUT)
-					stat_add(conn, ISCSI_IF_STAT_NOPTX_PDUS, 1);
-				else if (op == ISCSI_OP_SCSI_TMFUNC)
-					stat_add(conn, ISCSI_IF_STAT_TMFCMD_PDUS, 1);
-				else if (op == ISCSI_OP_TEXT)
-					stat_add(conn, ISCSI_IF_STAT_TEXT_PDUS, 1);
-				else if (op == ISCSI_OP_LOGOUT)
-					stat_add(conn, ISCSI_IF_STAT_LOGOUT_PDUS, 1);
-				else if (op == ISCSI_OP_SNACK)
-					stat_add(conn, ISCSI_IF_STAT_SNACK_PDUS, 1);
-			}
-			if (!m->embedded)
-				kfree(m);
-		} else if (task) {
-			if (is_cmd) {
-				err = xmit_cmd(conn, task);
-			} else {
-				err = send_hdr(conn, &dhdr, ITCP_BHS, true);
-				if (!err)
-					err = send_sg_data(conn, task_sc(task), off, len);
-				if (!err)
-					stat_add(conn, ISCSI_IF_STAT_DATAOUT_PDUS, 1);
-			}
-			spin_lock_bh(&sess->lock);
-			if (is_cmd) {
-				task->flags |= TASK_CMD_SENT;
-				if ((task->unsol_left || task->r2t_count) &&
-				    (task->flags & TASK_ACTIVE) &&
-				    list_empty(&task->xmit_node))
-					list_add_tail(&task->xmit_node, &conn->dataq);
-			}
-			done = task_xmit_done_locked(conn, task);
-			spin_unlock_bh(&sess->lock);
-			if (done)
-				scsi_done(done);
+			err = xmit_dataout(conn);
 		} else {
+			spin_unlock_bh(&sess->lock);
 			break;	/* nothing to send */
 		}
 		if (err) {
-			WRITE_ONCE(conn->xmit_dead, true);
-			if (err != -EPIPE && err != -ECONNRESET)
-				pr_info("connection%u:%u: send failed (%d)\n",
-					conn->ifc->session->sid, conn->ifc->cid, err);
-			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_XMIT_FAILED);
+			xmit_failed(conn, err);
 			break;
 		}
 	}
@@ -694,7 +774,7 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 	hdr->opcode = ISCSI_OP_SCSI_CMD;
 	hdr->flags = ISCSI_ATTR_SIMPLE;
 	int_to_scsilun(sc->device->lun, &hdr->lun);
-	hdr->itt = cpu_to_be32(itt);
+	hdr->itt = cpu_to_itt(itt);
 	hdr->data_length = cpu_to_be32(len);
 	memcpy(hdr->cdb, sc->cmnd, min_t(u32, sc->cmd_len, ISCSI_CDB_SIZE));
 	if (sc->cmd_len > ISCSI_CDB_SIZE) {
@@ -846,18 +926,20 @@ static int rx_copy_to_task(struct itcp_conn *conn, struct itcp_task *task,
 }
 
 /* Set up where the data segment goes; 0 or an iscsi_if_err. */
-static int rx_datain_hdr(struct itcp_conn *conn, const u8 *hdr)
+static int rx_datain_hdr(struct itcp_conn *conn, const struct iscsi_data_rsp *rhdr)
 {
 	struct itcp_session *sess = conn->sess;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u32 datasn = get_unaligned_be32(hdr + 36);
-	u32 offset = get_unaligned_be32(hdr + 40);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u32 datasn = be32_to_cpu(rhdr->datasn);
+	u32 offset = be32_to_cpu(rhdr->offset);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc;
 
+	if (rhdr->flags & ISCSI_FLAG_DATA_STATUS)
+		update_statsn(conn, rhdr->statsn);
 	stat_add(conn, ISCSI_IF_STAT_DATAIN_PDUS, 1);
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
 	task = task_lookup_locked(sess, itt);
 	spin_unlock_bh(&sess->lock);
 	if (!task) {
@@ -887,23 +969,24 @@ static int rx_datain_hdr(struct itcp_conn *conn, const u8 *hdr)
 	return 0;
 }
 
-static int rx_r2t(struct itcp_conn *conn, const u8 *hdr)
+static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 {
 	struct itcp_session *sess = conn->sess;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u32 ttt = get_unaligned_be32(hdr + 20);
-	u32 r2tsn = get_unaligned_be32(hdr + 36);
-	u32 offset = get_unaligned_be32(hdr + 40);
-	u32 len = get_unaligned_be32(hdr + 44);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u32 ttt = be32_to_cpu(rhdr->ttt);
+	u32 r2tsn = be32_to_cpu(rhdr->r2tsn);
+	u32 offset = be32_to_cpu(rhdr->data_offset);
+	u32 len = be32_to_cpu(rhdr->data_length);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc;
+	struct itcp_r2t *r;
 	int err = 0;
 
 	stat_add(conn, ISCSI_IF_STAT_R2T_PDUS, 1);
 	if (conn->rx_dlen)
 		return ISCSI_IF_ERR_PROTO;
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
 	task = task_lookup_locked(sess, itt);
 	if (!task)
 		goto out;	/* completed or aborted meanwhile */
@@ -927,16 +1010,12 @@ static int rx_r2t(struct itcp_conn *conn, const u8 *hdr)
 		goto out;
 	}
 	task->exp_r2tsn++;
-	{
-		struct itcp_r2t *r = &task->r2t[(task->r2t_head + task->r2t_count) %
-						ITCP_MAX_R2T];
-
-		r->ttt = ttt;
-		r->offset = offset;
-		r->left = len;
-		r->datasn = 0;
-		task->r2t_count++;
-	}
+	r = &task->r2t[(task->r2t_head + task->r2t_count) % ITCP_MAX_R2T];
+	r->ttt = ttt;
+	r->offset = offset;
+	r->left = len;
+	r->datasn = 0;
+	task->r2t_count++;
 	/* The command PDU itself may still wait: it re-queues the data then. */
 	if (list_empty(&task->xmit_node) && (task->flags & TASK_CMD_SENT))
 		list_add_tail(&task->xmit_node, &conn->dataq);
@@ -952,8 +1031,10 @@ out:
 static int rx_hdr_done(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u8 op = hdr[0] & ISCSI_OPCODE_MASK;
+	const struct iscsi_hdr *hdr = rx_pdu_hdr(conn);
+	/* StatSN, ExpCmdSN and MaxCmdSN sit where a NOP-In has them in every target PDU. */
+	const struct iscsi_nopin *rsp = (const struct iscsi_nopin *)hdr;
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
 
 	conn->rx_task = NULL;
 	conn->rx_discard = false;
@@ -970,33 +1051,31 @@ static int rx_hdr_done(struct itcp_conn *conn)
 	 */
 	switch (op) {
 	case ISCSI_OP_SCSI_DATA_IN:
-		if (hdr[1] & ISCSI_FLAG_DATA_STATUS)
-			update_statsn(conn, hdr);
-		return rx_datain_hdr(conn, hdr);
+		return rx_datain_hdr(conn, (const struct iscsi_data_rsp *)hdr);
 	case ISCSI_OP_R2T:
-		return rx_r2t(conn, hdr);
+		return rx_r2t(conn, (const struct iscsi_r2t_rsp *)hdr);
 	case ISCSI_OP_SCSI_CMD_RSP:
-		update_statsn(conn, hdr);
+		update_statsn(conn, rsp->statsn);
 		return 0;
 	default:
 		break;
 	}
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rsp->exp_cmdsn, rsp->max_cmdsn);
 	spin_unlock_bh(&sess->lock);
 
 	switch (op) {
 	case ISCSI_OP_NOOP_IN:
 		/* A ping from the target (ITT reserved) does not advance StatSN. */
-		if (get_unaligned_be32(hdr + 16) != ISCSI_RESERVED_TAG)
-			update_statsn(conn, hdr);
+		if (rsp->itt != RESERVED_ITT)
+			update_statsn(conn, rsp->statsn);
 		return 0;
 	case ISCSI_OP_SCSI_TMFUNC_RSP:
 	case ISCSI_OP_TEXT_RSP:
 	case ISCSI_OP_LOGOUT_RSP:
 	case ISCSI_OP_ASYNC_EVENT:
 	case ISCSI_OP_REJECT:
-		update_statsn(conn, hdr);
+		update_statsn(conn, rsp->statsn);
 		return 0;
 	default:
 		pr_warn_ratelimited("unexpected opcode 0x%02x from the target\n", op);
@@ -1007,17 +1086,17 @@ static int rx_hdr_done(struct itcp_conn *conn)
 static void rx_scsi_rsp(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u8 flags = hdr[1], response = hdr[2], status = hdr[3];
-	u32 residual = get_unaligned_be32(hdr + 44);
+	const struct iscsi_scsi_rsp *rhdr = (const struct iscsi_scsi_rsp *)rx_pdu_hdr(conn);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u8 status = rhdr->cmd_status;
+	u32 residual = be32_to_cpu(rhdr->residual_count);
 	struct itcp_task *task;
 	struct scsi_cmnd *sc, *done;
 	int result;
 
 	stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 	spin_lock_bh(&sess->lock);
-	update_cmdsn(sess, hdr);
+	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
 	task = task_lookup_locked(sess, itt);
 	if (!task) {
 		spin_unlock_bh(&sess->lock);
@@ -1026,7 +1105,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 	}
 	sc = task_sc(task);
 	result = (DID_OK << 16) | status;
-	if (response != ISCSI_STATUS_CMD_COMPLETED) {
+	if (rhdr->response != ISCSI_STATUS_CMD_COMPLETED) {
 		result = DID_ERROR << 16;
 	} else {
 		if (status == SAM_STAT_CHECK_CONDITION && conn->rx_dlen >= 2) {
@@ -1041,7 +1120,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 			memcpy(sc->sense_buffer, conn->rx_buf + 2,
 			       min_t(u32, slen, SCSI_SENSE_BUFFERSIZE));
 		}
-		if (flags & ISCSI_FLAG_CMD_UNDERFLOW) {
+		if (rhdr->flags & ISCSI_FLAG_CMD_UNDERFLOW) {
 			if (residual <= scsi_bufflen(sc))
 				scsi_set_resid(sc, residual);
 			else
@@ -1058,16 +1137,16 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 static void rx_datain_status(struct itcp_conn *conn, struct itcp_task *task)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u32 residual = get_unaligned_be32(hdr + 44);
+	const struct iscsi_data_rsp *rhdr = (const struct iscsi_data_rsp *)rx_pdu_hdr(conn);
+	u32 residual = be32_to_cpu(rhdr->residual_count);
 	struct scsi_cmnd *sc = task_sc(task), *done;
-	int result = (DID_OK << 16) | hdr[3];
+	int result = (DID_OK << 16) | rhdr->cmd_status;
 
-	if (hdr[1] & ISCSI_FLAG_DATA_UNDERFLOW) {
+	if (rhdr->flags & ISCSI_FLAG_DATA_UNDERFLOW) {
 		if (residual <= scsi_bufflen(sc))
 			scsi_set_resid(sc, residual);
 		else
-			result = (DID_BAD_TARGET << 16) | hdr[3];
+			result = (DID_BAD_TARGET << 16) | rhdr->cmd_status;
 	}
 	spin_lock_bh(&sess->lock);
 	if (!(task->flags & TASK_ACTIVE)) {
@@ -1083,9 +1162,9 @@ static void rx_datain_status(struct itcp_conn *conn, struct itcp_task *task)
 static void rx_tmf_rsp(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
-	const u8 *hdr = conn->rx_hdr;
-	u32 itt = get_unaligned_be32(hdr + 16);
-	u8 response = hdr[2];
+	const struct iscsi_tm_rsp *rhdr = (const struct iscsi_tm_rsp *)rx_pdu_hdr(conn);
+	u32 itt = itt_to_cpu(rhdr->itt);
+	u8 response = rhdr->response;
 	u32 i;
 
 	stat_add(conn, ISCSI_IF_STAT_TMFRSP_PDUS, 1);
@@ -1126,17 +1205,19 @@ static void rx_tmf_rsp(struct itcp_conn *conn)
 static void rx_reject(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
+	/* The data segment holds the rejected PDU's header (rx_buf: kvmalloc, aligned). */
+	const struct iscsi_hdr *rejected = (const struct iscsi_hdr *)conn->rx_buf;
 	struct itcp_task *task;
 	struct scsi_cmnd *done = NULL;
 
 	stat_add(conn, ISCSI_IF_STAT_REJECT_PDUS, 1);
-	if (conn->rx_dlen < ITCP_BHS)
+	if (conn->rx_dlen < ISCSI_HDR_LEN)
 		return;
 	/* A rejected SCSI command will never complete at the target. */
-	if ((conn->rx_buf[0] & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
+	if ((rejected->opcode & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
 		return;
 	spin_lock_bh(&sess->lock);
-	task = task_lookup_locked(sess, get_unaligned_be32(conn->rx_buf + 16));
+	task = task_lookup_locked(sess, itt_to_cpu(rejected->itt));
 	if (task)
 		done = task_finish_locked(sess, task, DID_ERROR << 16);
 	spin_unlock_bh(&sess->lock);
@@ -1152,20 +1233,20 @@ static void rx_to_iscsid(struct itcp_conn *conn, size_t hlen, const void *data, 
 	if (err)
 		pr_warn_ratelimited("connection%u:%u: PDU opcode 0x%02x not passed to iscsid (%d)\n",
 				    conn->ifc->session->sid, conn->ifc->cid,
-				    conn->rx_hdr[0] & ISCSI_OPCODE_MASK, err);
+				    rx_pdu_hdr(conn)->opcode & ISCSI_OPCODE_MASK, err);
 }
 
 /* The whole PDU is in: act on it. */
 static void rx_pdu_done(struct itcp_conn *conn)
 {
-	const u8 *hdr = conn->rx_hdr;
-	u8 op = hdr[0] & ISCSI_OPCODE_MASK;
-	size_t hlen = ITCP_BHS + conn->rx_ahslen;
+	const struct iscsi_hdr *hdr = rx_pdu_hdr(conn);
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
+	size_t hlen = ISCSI_HDR_LEN + conn->rx_ahslen;
 
 	switch (op) {
 	case ISCSI_OP_SCSI_DATA_IN:
 		/* Status in the last Data-In counts as a response, as in libiscsi. */
-		if (conn->rx_task && (hdr[1] & ISCSI_FLAG_DATA_STATUS)) {
+		if (conn->rx_task && (hdr->flags & ISCSI_FLAG_DATA_STATUS)) {
 			stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 			rx_datain_status(conn, conn->rx_task);
 		}
@@ -1204,13 +1285,33 @@ static void rx_pdu_done(struct itcp_conn *conn)
 	conn->rx_task = NULL;
 }
 
-static void rx_next_pdu(struct itcp_conn *conn)
+/*
+ * The receive state machine: one state per part of a PDU as RFC 7143 11.2
+ * lays it out (BHS, AHS, HeaderDigest, DataSegment, padding, DataDigest).
+ * Each state takes what it needs from the skb, returns the bytes it used
+ * (or -EFAULT) and moves to the next part when its own is complete.
+ */
+
+static void rx_set_state(struct itcp_conn *conn, enum rx_state state)
 {
-	conn->rx_state = RX_BHS;
+	conn->rx_state = state;
 	conn->rx_got = 0;
 }
 
-/* After BHS/AHS/digest: go to the data segment or finish the PDU. */
+static void rx_next_pdu(struct itcp_conn *conn)
+{
+	rx_set_state(conn, RX_BHS);
+}
+
+/* The whole PDU is in: act on it, then wait for the next one. */
+static void rx_after_pdu(struct itcp_conn *conn)
+{
+	rx_pdu_done(conn);
+	if (conn->rx_state != RX_DEAD)
+		rx_next_pdu(conn);
+}
+
+/* The header is in (digest checked): go to the data segment or end the PDU. */
 static void rx_after_hdr(struct itcp_conn *conn)
 {
 	int err = rx_hdr_done(conn);
@@ -1219,160 +1320,197 @@ static void rx_after_hdr(struct itcp_conn *conn)
 		conn_fail(conn, err);
 		return;
 	}
-	conn->rx_got = 0;
-	if (conn->rx_dlen) {
-		conn->rx_state = RX_DATA;
-	} else {
-		rx_pdu_done(conn);
-		if (conn->rx_state != RX_DEAD)
-			rx_next_pdu(conn);
-	}
+	if (conn->rx_dlen)
+		rx_set_state(conn, RX_DATA);
+	else
+		rx_after_pdu(conn);
 }
 
+/* BHS and AHS are in: the header digest follows if negotiated. */
+static void rx_after_ahs(struct itcp_conn *conn)
+{
+	if (conn->hdrdgst)
+		rx_set_state(conn, RX_HDGST);
+	else
+		rx_after_hdr(conn);
+}
+
+/* The data segment and its padding are in: the data digest follows if negotiated. */
+static void rx_after_pad(struct itcp_conn *conn)
+{
+	if (conn->datadgst)
+		rx_set_state(conn, RX_DDGST);
+	else
+		rx_after_pdu(conn);
+}
+
+/* Copy the next bytes of a part of fixed size (BHS, AHS, padding, a digest). */
+static int rx_fill(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		   size_t avail, void *buf, u32 size)
+{
+	u32 n = min_t(size_t, size - conn->rx_got, avail);
+
+	if (skb_copy_bits(skb, off, buf + conn->rx_got, n))
+		return -EFAULT;
+	conn->rx_got += n;
+	return n;
+}
+
+static int rx_bhs(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		  size_t avail)
+{
+	const struct iscsi_hdr *hdr = rx_pdu_hdr(conn);
+	int n;
+
+	if (!conn->rx_got && avail < ISCSI_HDR_LEN)	/* split across skbs */
+		stat_add(conn, ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR, 1);
+	n = rx_fill(conn, skb, off, avail, conn->rx_hdr, ISCSI_HDR_LEN);
+	if (n < 0 || conn->rx_got < ISCSI_HDR_LEN)
+		return n;
+	conn->rx_ahslen = hdr->hlength * 4;
+	conn->rx_dlen = ntoh24(hdr->dlength);
+	conn->rx_padlen = pad_len(conn->rx_dlen);
+	if (conn->rx_ahslen)
+		rx_set_state(conn, RX_AHS);
+	else
+		rx_after_ahs(conn);
+	return n;
+}
+
+static int rx_ahs(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		  size_t avail)
+{
+	int n = rx_fill(conn, skb, off, avail, conn->rx_hdr + ISCSI_HDR_LEN,
+			conn->rx_ahslen);
+
+	if (n >= 0 && conn->rx_got == conn->rx_ahslen)
+		rx_after_ahs(conn);
+	return n;
+}
+
+static int rx_hdgst(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		    size_t avail)
+{
+	int n = rx_fill(conn, skb, off, avail, &conn->rx_dgst, ITCP_DIGEST_SIZE);
+	u32 crc;
+
+	if (n < 0 || conn->rx_got < ITCP_DIGEST_SIZE)
+		return n;
+	crc = crc32c(~0, conn->rx_hdr, ISCSI_HDR_LEN + conn->rx_ahslen);
+	if (le32_to_cpu(conn->rx_dgst) != digest_final(crc)) {
+		stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
+		pr_warn_ratelimited("header digest error\n");
+		conn_fail(conn, ISCSI_IF_ERR_HDR_DGST);
+		return n;
+	}
+	rx_after_hdr(conn);
+	return n;
+}
+
+/* Data-In goes straight into the command's buffer, anything else to rx_buf. */
+static int rx_data(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		   size_t avail)
+{
+	u32 n = min_t(size_t, conn->rx_dlen - conn->rx_got, avail);
+	u32 at;
+
+	if (conn->rx_task) {
+		if (rx_copy_to_task(conn, conn->rx_task, skb, off, n)) {
+			conn_fail(conn, ISCSI_IF_ERR_PROTO);
+			return 0;
+		}
+	} else {
+		/* rx_buf holds max_recv_dlength; discarded data wraps. */
+		at = conn->rx_discard ? conn->rx_got % conn->rx_buf_size : conn->rx_got;
+		n = min_t(u32, n, conn->rx_buf_size - at);
+		if (skb_copy_bits(skb, off, conn->rx_buf + at, n))
+			return -EFAULT;
+		if (conn->datadgst)
+			conn->rx_crc = crc32c(conn->rx_crc, conn->rx_buf + at, n);
+	}
+	conn->rx_got += n;
+	if (conn->rx_got < conn->rx_dlen)
+		return n;
+	if (conn->rx_padlen)
+		rx_set_state(conn, RX_PAD);
+	else
+		rx_after_pad(conn);
+	return n;
+}
+
+static int rx_pad(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		  size_t avail)
+{
+	u8 pad[ISCSI_PAD_LEN];
+	u32 got = conn->rx_got;
+	int n = rx_fill(conn, skb, off, avail, pad, conn->rx_padlen);
+
+	if (n < 0)
+		return n;
+	if (conn->datadgst)
+		conn->rx_crc = crc32c(conn->rx_crc, pad + got, n);
+	if (conn->rx_got == conn->rx_padlen)
+		rx_after_pad(conn);
+	return n;
+}
+
+static int rx_ddgst(struct itcp_conn *conn, struct sk_buff *skb, unsigned int off,
+		    size_t avail)
+{
+	int n = rx_fill(conn, skb, off, avail, &conn->rx_dgst, ITCP_DIGEST_SIZE);
+
+	if (n < 0 || conn->rx_got < ITCP_DIGEST_SIZE)
+		return n;
+	if (le32_to_cpu(conn->rx_dgst) != digest_final(conn->rx_crc)) {
+		stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
+		pr_warn_ratelimited("data digest error\n");
+		conn_fail(conn, ISCSI_IF_ERR_DATA_DGST);
+		return n;
+	}
+	rx_after_pdu(conn);
+	return n;
+}
+
+/* tcp_read_sock() actor: hands the skb to the state of the PDU in progress. */
 static int rx_actor(read_descriptor_t *desc, struct sk_buff *skb,
 		    unsigned int offset, size_t len)
 {
 	struct itcp_conn *conn = desc->arg.data;
 	size_t used = 0;
+	int n;
 
 	while (used < len && conn->rx_state != RX_DEAD) {
-		size_t avail = len - used;
-		unsigned int off = offset + used;
-		u32 n;
-
 		switch (conn->rx_state) {
 		case RX_BHS:
-			n = min_t(size_t, ITCP_BHS - conn->rx_got, avail);
-			if (!conn->rx_got && n < ITCP_BHS)	/* split across skbs */
-				stat_add(conn, ISCSI_IF_STAT_RX_DISCONTIGUOUS_HDR, 1);
-			if (skb_copy_bits(skb, off, conn->rx_hdr + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < ITCP_BHS)
-				break;
-			conn->rx_ahslen = conn->rx_hdr[4] * 4;
-			conn->rx_dlen = ntoh24(conn->rx_hdr + 5);
-			conn->rx_pad = (4 - (conn->rx_dlen & 3)) & 3;
-			conn->rx_got = 0;
-			if (conn->rx_ahslen)
-				conn->rx_state = RX_AHS;
-			else if (conn->hdrdgst)
-				conn->rx_state = RX_HDGST;
-			else
-				rx_after_hdr(conn);
+			n = rx_bhs(conn, skb, offset + used, len - used);
 			break;
 		case RX_AHS:
-			n = min_t(size_t, conn->rx_ahslen - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_hdr + ITCP_BHS + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < conn->rx_ahslen)
-				break;
-			conn->rx_got = 0;
-			if (conn->hdrdgst)
-				conn->rx_state = RX_HDGST;
-			else
-				rx_after_hdr(conn);
+			n = rx_ahs(conn, skb, offset + used, len - used);
 			break;
 		case RX_HDGST:
-			n = min_t(size_t, 4 - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_dgst + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < 4)
-				break;
-			if (get_unaligned_le32(conn->rx_dgst) !=
-			    digest_final(crc32c(~0, conn->rx_hdr, ITCP_BHS + conn->rx_ahslen))) {
-				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
-				pr_warn_ratelimited("header digest error\n");
-				conn_fail(conn, ISCSI_IF_ERR_HDR_DGST);
-				break;
-			}
-			rx_after_hdr(conn);
+			n = rx_hdgst(conn, skb, offset + used, len - used);
 			break;
 		case RX_DATA:
-			n = min_t(size_t, conn->rx_dlen - conn->rx_got, avail);
-			if (conn->rx_task) {
-				if (rx_copy_to_task(conn, conn->rx_task, skb, off, n)) {
-					conn_fail(conn, ISCSI_IF_ERR_PROTO);
-					break;
-				}
-			} else {
-				/* rx_buf holds max_recv_dlength; discarded data wraps. */
-				u32 at = conn->rx_discard ? conn->rx_got % conn->rx_buf_size
-							  : conn->rx_got;
-
-				n = min_t(u32, n, conn->rx_buf_size - at);
-				if (skb_copy_bits(skb, off, conn->rx_buf + at, n))
-					goto fault;
-				if (conn->datadgst)
-					conn->rx_crc = crc32c(conn->rx_crc, conn->rx_buf + at, n);
-			}
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < conn->rx_dlen)
-				break;
-			conn->rx_got = 0;
-			if (conn->rx_pad)
-				conn->rx_state = RX_PAD;
-			else if (conn->datadgst)
-				conn->rx_state = RX_DDGST;
-			else
-				goto pdu_done;
+			n = rx_data(conn, skb, offset + used, len - used);
 			break;
-		case RX_PAD: {
-			u8 pad[4];
-
-			n = min_t(size_t, conn->rx_pad - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, pad, n))
-				goto fault;
-			if (conn->datadgst)
-				conn->rx_crc = crc32c(conn->rx_crc, pad, n);
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < conn->rx_pad)
-				break;
-			conn->rx_got = 0;
-			if (conn->datadgst)
-				conn->rx_state = RX_DDGST;
-			else
-				goto pdu_done;
+		case RX_PAD:
+			n = rx_pad(conn, skb, offset + used, len - used);
 			break;
-		}
 		case RX_DDGST:
-			n = min_t(size_t, 4 - conn->rx_got, avail);
-			if (skb_copy_bits(skb, off, conn->rx_dgst + conn->rx_got, n))
-				goto fault;
-			conn->rx_got += n;
-			used += n;
-			if (conn->rx_got < 4)
-				break;
-			if (get_unaligned_le32(conn->rx_dgst) != digest_final(conn->rx_crc)) {
-				stat_add(conn, ISCSI_IF_STAT_DIGEST_ERR, 1);
-				pr_warn_ratelimited("data digest error\n");
-				conn_fail(conn, ISCSI_IF_ERR_DATA_DGST);
-				break;
-			}
-			goto pdu_done;
-		case RX_DEAD:
+			n = rx_ddgst(conn, skb, offset + used, len - used);
+			break;
+		default:
+			n = 0;
 			break;
 		}
-		continue;
-pdu_done:
-		rx_pdu_done(conn);
-		if (conn->rx_state != RX_DEAD)
-			rx_next_pdu(conn);
+		if (n < 0) {
+			conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
+			break;
+		}
+		used += n;
 	}
 	if (conn->rx_state == RX_DEAD)
 		desc->count = 0;
-	stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, used);
-	return used;
-fault:
-	conn_fail(conn, ISCSI_IF_ERR_CONN_FAILED);
-	desc->count = 0;
 	stat_add(conn, ISCSI_IF_STAT_RXDATA_OCTETS, used);
 	return used;
 }
@@ -1430,28 +1568,116 @@ static bool xmit_quiet(struct itcp_session *sess)
 	return quiet;
 }
 
+/* The time a task management function waits for its response, in seconds. */
+static unsigned int tmf_timeout(struct itcp_session *sess, u8 func)
+{
+	switch (func) {
+	case ISCSI_TM_FUNC_ABORT_TASK:
+		return READ_ONCE(sess->abort_tmo);
+	case ISCSI_TM_FUNC_LOGICAL_UNIT_RESET:
+		return READ_ONCE(sess->lu_reset_tmo);
+	default:
+		return READ_ONCE(sess->tgt_reset_tmo);
+	}
+}
+
+/* Under sess->lock: the TMF about sc, built in the session's slot, queued on conn. */
+static void tmf_queue_locked(struct itcp_session *sess, struct itcp_conn *conn,
+			     struct scsi_cmnd *sc, u8 func)
+{
+	struct itcp_task *ref = scsi_cmd_priv(sc);
+	struct iscsi_tm *hdr = &sess->tmf_hdr;
+
+	memset(hdr, 0, sizeof(*hdr));
+	hdr->opcode = ISCSI_OP_SCSI_TMFUNC | ISCSI_OP_IMMEDIATE;
+	hdr->flags = ISCSI_FLAG_CMD_FINAL | func;
+	if (func != ISCSI_TM_FUNC_TARGET_WARM_RESET)
+		int_to_scsilun(sc->device->lun, &hdr->lun);
+	sess->gen++;
+	sess->tmf_itt = ITCP_TMF_TAG |
+		((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
+	hdr->itt = cpu_to_itt(sess->tmf_itt);
+	hdr->rtt = RESERVED_ITT;
+	if (func == ISCSI_TM_FUNC_ABORT_TASK) {
+		hdr->rtt = cpu_to_itt(ref->itt);
+		hdr->refcmdsn = cpu_to_be32(ref->cmdsn);
+	}
+	hdr->cmdsn = cpu_to_be32(sess->cmdsn);	/* immediate: not advanced */
+	sess->tmf_func = func;
+	sess->tmf_lun = sc->device->lun;
+	sess->tmf_ref = ref;
+	sess->tmf_pending = true;
+	sess->tmf_answered = false;
+	reinit_completion(&sess->tmf_done);
+	sess->tmf_mgmt.embedded = true;
+	sess->tmf_mgmt.buf = (u8 *)hdr;
+	sess->tmf_mgmt.hlen = ISCSI_HDR_LEN;
+	sess->tmf_mgmt.dlen = 0;
+	list_add_tail(&sess->tmf_mgmt.node, &conn->mgmtq);
+}
+
+/*
+ * The wait for the TMF's response is over (left: what
+ * wait_for_completion_timeout() returned): SUCCESS or FAILED. conn may be
+ * stopped (and freed) by now: it is used only while it is still current.
+ */
+static int tmf_end(struct Scsi_Host *shost, struct itcp_conn *conn, u8 func, long left)
+{
+	struct itcp_session *sess = shost_sess(shost);
+	int ret = FAILED;
+
+	spin_lock_bh(&sess->lock);
+	sess->tmf_pending = false;
+	list_del_init(&sess->tmf_mgmt.node);
+	if (!left || !sess->tmf_answered) {
+		if (sess->conn == conn) {
+			stat_add(conn, ISCSI_IF_STAT_TIMEOUT_ERR, 1);
+			/* The target does not answer: recover the connection. */
+			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+		}
+		spin_unlock_bh(&sess->lock);
+		shost_printk(KERN_WARNING, shost,
+			     "task management function %u got no response\n", func);
+		return FAILED;
+	}
+	if (sess->tmf_response == ISCSI_TMF_RSP_COMPLETE ||
+	    (func == ISCSI_TM_FUNC_ABORT_TASK &&
+	     sess->tmf_response == ISCSI_TMF_RSP_NO_TASK))
+		ret = SUCCESS;
+	spin_unlock_bh(&sess->lock);
+	if (ret != SUCCESS)
+		shost_printk(KERN_INFO, shost,
+			     "task management function %u: response %u\n",
+			     func, sess->tmf_response);
+	return ret;
+}
+
+/*
+ * The transmit work may still be sending from a forgotten task: the midlayer
+ * must not reuse the command before it is done. A stalled socket ends with
+ * the connection (stop_conn shuts it down).
+ */
+static void tmf_wait_xmit(struct itcp_session *sess)
+{
+	if (wait_event_timeout(sess->xmit_wait, xmit_quiet(sess), 5 * HZ))
+		return;
+	spin_lock_bh(&sess->lock);
+	if (sess->conn)
+		iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+	spin_unlock_bh(&sess->lock);
+	wait_event(sess->xmit_wait, xmit_quiet(sess));
+}
+
+/* One task management function at a time (tmf_mutex); SUCCESS or FAILED. */
 static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 {
 	struct Scsi_Host *shost = sc->device->host;
 	struct itcp_session *sess = shost_sess(shost);
 	struct itcp_task *ref = scsi_cmd_priv(sc);
-	struct iscsi_tm *hdr = (struct iscsi_tm *)sess->tmf_buf;
+	unsigned int tmo = tmf_timeout(sess, func);
 	struct itcp_conn *conn;
-	unsigned int tmo;
 	long left;
-	int ret = FAILED;
-
-	switch (func) {
-	case ISCSI_TM_FUNC_ABORT_TASK:
-		tmo = READ_ONCE(sess->abort_tmo);
-		break;
-	case ISCSI_TM_FUNC_LOGICAL_UNIT_RESET:
-		tmo = READ_ONCE(sess->lu_reset_tmo);
-		break;
-	default:
-		tmo = READ_ONCE(sess->tgt_reset_tmo);
-		break;
-	}
+	int ret;
 
 	mutex_lock(&sess->tmf_mutex);
 	spin_lock_bh(&sess->lock);
@@ -1466,80 +1692,20 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 	    test_bit(ISCSI_IF_CONN_F_ERROR, &conn->ifc->flags)) {
 		/* No connection: fail, the midlayer escalates (or recovery ends it). */
 		spin_unlock_bh(&sess->lock);
+		ret = FAILED;
 		goto out;
 	}
 	if (func == ISCSI_TM_FUNC_ABORT_TASK)
 		stat_add(conn, ISCSI_IF_STAT_EH_ABORT_CNT, 1);
-	memset(hdr, 0, sizeof(*hdr));
-	hdr->opcode = ISCSI_OP_SCSI_TMFUNC | ISCSI_OP_IMMEDIATE;
-	hdr->flags = ISCSI_FLAG_CMD_FINAL | func;
-	if (func != ISCSI_TM_FUNC_TARGET_WARM_RESET)
-		int_to_scsilun(sc->device->lun, &hdr->lun);
-	sess->gen++;
-	sess->tmf_itt = ITCP_TMF_TAG |
-		((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
-	hdr->itt = cpu_to_be32(sess->tmf_itt);
-	hdr->rtt = cpu_to_be32(ISCSI_RESERVED_TAG);
-	if (func == ISCSI_TM_FUNC_ABORT_TASK) {
-		hdr->rtt = cpu_to_be32(ref->itt);
-		hdr->refcmdsn = cpu_to_be32(ref->cmdsn);
-	}
-	hdr->cmdsn = cpu_to_be32(sess->cmdsn);	/* immediate: not advanced */
-	sess->tmf_func = func;
-	sess->tmf_lun = sc->device->lun;
-	sess->tmf_ref = ref;
-	sess->tmf_pending = true;
-	sess->tmf_answered = false;
-	reinit_completion(&sess->tmf_done);
-	sess->tmf_mgmt.embedded = true;
-	sess->tmf_mgmt.buf = sess->tmf_buf;
-	sess->tmf_mgmt.hlen = ITCP_BHS;
-	sess->tmf_mgmt.dlen = 0;
-	list_add_tail(&sess->tmf_mgmt.node, &conn->mgmtq);
+	tmf_queue_locked(sess, conn, sc, func);
 	spin_unlock_bh(&sess->lock);
 	queue_work(itcp_wq, &conn->xmit_work);
 
 	left = wait_for_completion_timeout(&sess->tmf_done, (unsigned long)tmo * HZ);
-
-	/* conn may be stopped (and freed) by now: use it only while current. */
-	spin_lock_bh(&sess->lock);
-	sess->tmf_pending = false;
-	list_del_init(&sess->tmf_mgmt.node);
-	if (!left || !sess->tmf_answered) {
-		if (sess->conn == conn) {
-			stat_add(conn, ISCSI_IF_STAT_TIMEOUT_ERR, 1);
-			/* The target does not answer: recover the connection. */
-			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_SCSI_EH);
-		}
-		spin_unlock_bh(&sess->lock);
-		shost_printk(KERN_WARNING, shost,
-			     "task management function %u got no response\n", func);
-		goto out;
-	}
-	if (sess->tmf_response == ISCSI_TMF_RSP_COMPLETE ||
-	    (func == ISCSI_TM_FUNC_ABORT_TASK &&
-	     sess->tmf_response == ISCSI_TMF_RSP_NO_TASK))
-		ret = SUCCESS;
-	spin_unlock_bh(&sess->lock);
-	if (ret != SUCCESS)
-		shost_printk(KERN_INFO, shost,
-			     "task management function %u: response %u\n",
-			     func, sess->tmf_response);
-
+	ret = tmf_end(shost, conn, func, left);
 wait_xmit:
-	/*
-	 * The transmit work may still be sending from a forgotten task: the
-	 * midlayer must not reuse the command before it is done. A stalled
-	 * socket ends with the connection (stop_conn shuts it down).
-	 */
-	if (ret == SUCCESS &&
-	    !wait_event_timeout(sess->xmit_wait, xmit_quiet(sess), 5 * HZ)) {
-		spin_lock_bh(&sess->lock);
-		if (sess->conn)
-			iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
-		spin_unlock_bh(&sess->lock);
-		wait_event(sess->xmit_wait, xmit_quiet(sess));
-	}
+	if (ret == SUCCESS)
+		tmf_wait_xmit(sess);
 out:
 	mutex_unlock(&sess->tmf_mutex);
 	return ret;
@@ -1556,6 +1722,28 @@ static int itcp_eh_device_reset(struct scsi_cmnd *sc)
 }
 
 /*
+ * After a failed target reset: 1 once a new connection runs, -1 when the
+ * session ended (recovery timed out, logout, destroy), 0 while recovering.
+ */
+static int recovery_outcome(struct iscsi_if_session *ifs, u32 gen)
+{
+	struct itcp_session *sess = ifs->dd_data;
+	bool up;
+
+	if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE && ifs->removing)
+		return -1;
+	spin_lock_bh(&sess->lock);
+	up = sess->conn && sess->conn_gen != gen && !sess->conn->stopping;
+	spin_unlock_bh(&sess->lock);
+	if (up && iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_LOGGED_IN)
+		return 1;
+	if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE &&
+	    sess->conn_gen == gen && !sess->conn)
+		return -1;
+	return 0;
+}
+
+/*
  * The last resort before the midlayer takes the devices offline: if the
  * target cannot reset, recover the session (iscsid reconnects on the
  * connection error) and succeed once a new connection runs; fail when the
@@ -1566,7 +1754,8 @@ static int itcp_eh_target_reset(struct scsi_cmnd *sc)
 	struct Scsi_Host *shost = sc->device->host;
 	struct iscsi_if_session *ifs = iscsi_if_shost_session(shost);
 	struct itcp_session *sess = ifs->dd_data;
-	unsigned long deadline;
+	unsigned long tmo;
+	int outcome = 0;
 	u32 gen;
 
 	if (itcp_tmf(sc, ISCSI_TM_FUNC_TARGET_WARM_RESET) == SUCCESS)
@@ -1579,23 +1768,14 @@ static int itcp_eh_target_reset(struct scsi_cmnd *sc)
 	spin_unlock_bh(&sess->lock);
 	shost_printk(KERN_INFO, shost, "target reset failed: waiting for session recovery\n");
 
-	deadline = jiffies + (READ_ONCE(ifs->recovery_tmo) + 5) * HZ;
-	while (time_before(jiffies, deadline)) {
-		bool up;
-
-		if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE && ifs->removing)
-			break;
-		spin_lock_bh(&sess->lock);
-		up = sess->conn && sess->conn_gen != gen && !sess->conn->stopping;
-		spin_unlock_bh(&sess->lock);
-		if (up && iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_LOGGED_IN)
-			return SUCCESS;
-		if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE &&
-		    sess->conn_gen == gen && !sess->conn)
-			break;	/* recovery timed out, or logged out */
-		msleep(100);
-	}
-	return FAILED;
+	/*
+	 * iscsi_if wakes state_wq at every session and connection state
+	 * change. TASK_IDLE: the wait may outlast the hung task timeout.
+	 */
+	tmo = (READ_ONCE(ifs->recovery_tmo) + 5) * HZ;
+	wait_event_idle_timeout(ifs->state_wq,
+				(outcome = recovery_outcome(ifs, gen)) != 0, tmo);
+	return outcome > 0 ? SUCCESS : FAILED;
 }
 
 /* -------------------------------------------------- transport callbacks */
@@ -1708,12 +1888,24 @@ static int itcp_bind_conn(struct iscsi_if_conn *ifc, int fd, u32 exp_statsn,
 	return 0;
 }
 
+/* Our end of the connection, as iscsi_host/hostN/ipaddress shows it. */
+static void itcp_set_host_ipaddress(struct itcp_conn *conn)
+{
+	struct sockaddr_storage ss;
+	char addr[64];
+
+	if (kernel_getsockname(conn->sock, (struct sockaddr *)&ss) > 0) {
+		snprintf(addr, sizeof(addr), "%pISc", &ss);
+		iscsi_if_set_host_ipaddress(conn->sess->ifs, addr);
+	}
+}
+
 static int itcp_start_conn(struct iscsi_if_conn *ifc)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
 	struct sock *sk;
-	u32 size = max_t(u32, conn->max_recv_dlength, ITCP_BHS);
+	u32 size = max_t(u32, conn->max_recv_dlength, ISCSI_HDR_LEN);
 
 	if (!conn->sock)
 		return -EINVAL;
@@ -1747,15 +1939,7 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	conn->callbacks_set = true;
 	write_unlock_bh(&sk->sk_callback_lock);
 
-	{
-		struct sockaddr_storage ss;
-		char addr[64];
-
-		if (kernel_getsockname(conn->sock, (struct sockaddr *)&ss) > 0) {
-			snprintf(addr, sizeof(addr), "%pISc", &ss);
-			iscsi_if_set_host_ipaddress(sess->ifs, addr);
-		}
-	}
+	itcp_set_host_ipaddress(conn);
 
 	/* Whatever arrived between login and now, and a peer already gone. */
 	lock_sock(sk);
@@ -1766,16 +1950,56 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	return 0;
 }
 
+/* The socket's callbacks are its owner's again; a blocked sender wakes up. */
+static void itcp_unhook_sock(struct itcp_conn *conn)
+{
+	struct sock *sk;
+
+	if (!conn->sock)
+		return;
+	sk = conn->sock->sk;
+	if (conn->callbacks_set) {
+		write_lock_bh(&sk->sk_callback_lock);
+		sk->sk_user_data = NULL;
+		sk->sk_data_ready = conn->old_data_ready;
+		sk->sk_state_change = conn->old_state_change;
+		conn->callbacks_set = false;
+		write_unlock_bh(&sk->sk_callback_lock);
+	}
+	kernel_sock_shutdown(conn->sock, SHUT_RDWR);
+}
+
+/*
+ * Under sess->lock: every task leaves the table with result; the commands to
+ * complete go on done through their xmit_node (a finished task is on no
+ * transmit queue), so that nothing needs to be allocated here.
+ */
+static void tasks_finish_all_locked(struct itcp_session *sess, int result,
+				    struct list_head *done)
+{
+	struct itcp_task *task;
+	u32 i;
+
+	for (i = 0; i < sess->ntasks; i++) {
+		task = sess->tasks[i];
+		if (!task)
+			continue;
+		if (task_finish_locked(sess, task, result))
+			list_add_tail(&task->xmit_node, done);
+		task->flags &= ~TASK_DONE_PENDING;
+	}
+}
+
 static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
 	int result = flag == ISCSI_IF_STOP_RECOVER ? DID_TRANSPORT_DISRUPTED << 16
 						   : DID_NO_CONNECT << 16;
-	struct scsi_cmnd **done;
+	struct itcp_task *task, *next;
 	struct itcp_mgmt *m, *tmp;
 	LIST_HEAD(mgmt);
-	u32 i, n = 0;
+	LIST_HEAD(done);
 
 	spin_lock_bh(&sess->lock);
 	conn->stopping = true;
@@ -1783,36 +2007,12 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 		sess->conn = NULL;
 	spin_unlock_bh(&sess->lock);
 
-	if (conn->sock) {
-		struct sock *sk = conn->sock->sk;
-
-		if (conn->callbacks_set) {
-			write_lock_bh(&sk->sk_callback_lock);
-			sk->sk_user_data = NULL;
-			sk->sk_data_ready = conn->old_data_ready;
-			sk->sk_state_change = conn->old_state_change;
-			conn->callbacks_set = false;
-			write_unlock_bh(&sk->sk_callback_lock);
-		}
-		/* Wakes a sender blocked on a stalled peer. */
-		kernel_sock_shutdown(conn->sock, SHUT_RDWR);
-	}
+	itcp_unhook_sock(conn);
 	cancel_work_sync(&conn->xmit_work);
 	conn->rx_state = RX_DEAD;
 
-	done = kcalloc(sess->ntasks, sizeof(*done), GFP_NOIO);
 	spin_lock_bh(&sess->lock);
-	for (i = 0; i < sess->ntasks; i++) {
-		struct itcp_task *t = sess->tasks[i];
-		struct scsi_cmnd *sc;
-
-		if (!t)
-			continue;
-		sc = task_finish_locked(sess, t, result);
-		t->flags &= ~TASK_DONE_PENDING;
-		if (sc && done)
-			done[n++] = sc;
-	}
+	tasks_finish_all_locked(sess, result, &done);
 	INIT_LIST_HEAD(&conn->cmdq);
 	INIT_LIST_HEAD(&conn->dataq);
 	list_splice_init(&conn->mgmtq, &mgmt);
@@ -1827,13 +2027,10 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 		if (!m->embedded)
 			kfree(m);
 	}
-	/*
-	 * Without memory for the list (GFP_NOIO failed), commands are still
-	 * out of the table and the midlayer's timeout handles them.
-	 */
-	for (i = 0; i < n; i++)
-		scsi_done(done[i]);
-	kfree(done);
+	list_for_each_entry_safe(task, next, &done, xmit_node) {
+		list_del_init(&task->xmit_node);
+		scsi_done(task_sc(task));
+	}
 	itcp_release_sock(conn);
 }
 
@@ -1852,16 +2049,16 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 	int err = parse_uint(value, &v);	/* every value used here is a number */
 
 	spin_lock_bh(&sess->lock);
-	running = sess->conn != NULL;
+	running = sess->conn;
 	spin_unlock_bh(&sess->lock);
-	if (!conn && param <= ISCSI_IF_PARAM_RECV_TMO)
-		return -EINVAL;
 
 	switch (param) {
 	case ISCSI_IF_PARAM_MAX_RECV_DLENGTH:
 	case ISCSI_IF_PARAM_MAX_XMIT_DLENGTH:
 	case ISCSI_IF_PARAM_HDRDGST_EN:
 	case ISCSI_IF_PARAM_DATADGST_EN:
+		if (!conn)
+			return -EINVAL;	/* given for connection parameters */
 		if (err)
 			return err;
 		if (running && sess->conn == conn)
@@ -1918,17 +2115,20 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
-	u32 ahslen = pdu[4] * 4, dlen = ntoh24(pdu + 5);
-	u8 op = pdu[0] & ISCSI_OPCODE_MASK;
+	/* The caller's buffer may be unaligned: the ITT is read with get_unaligned(). */
+	const struct iscsi_hdr *hdr = (const struct iscsi_hdr *)pdu;
+	u32 ahslen = hdr->hlength * 4, dlen = ntoh24(hdr->dlength);
+	u32 itt = itt_to_cpu(get_unaligned(&hdr->itt));
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
+	struct iscsi_nopout *out;
 	struct itcp_mgmt *m;
 
-	if (len != ITCP_BHS + ahslen + dlen)
+	if (len != ISCSI_HDR_LEN + ahslen + dlen)
 		return -EINVAL;
 	if (op != ISCSI_OP_NOOP_OUT && op != ISCSI_OP_LOGOUT && op != ISCSI_OP_TEXT &&
 	    op != ISCSI_OP_SNACK)
 		return -EINVAL;
-	if (!(get_unaligned_be32(pdu + 16) & BIT(31)) &&
-	    get_unaligned_be32(pdu + 16) != ISCSI_RESERVED_TAG)
+	if (!(itt & BIT(31)) && itt != ISCSI_RESERVED_TAG)
 		return -EINVAL;	/* iscsid's ITTs have bit 31 set */
 	if (dlen > conn->max_xmit_dlength)
 		return -EMSGSIZE;
@@ -1938,7 +2138,7 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 	m->buf = (u8 *)(m + 1);
 	memcpy(m->buf, pdu, len);
 	m->embedded = false;
-	m->hlen = ITCP_BHS + ahslen;
+	m->hlen = ISCSI_HDR_LEN + ahslen;
 	m->dlen = dlen;
 	INIT_LIST_HEAD(&m->node);
 
@@ -1955,8 +2155,10 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 	}
 	conn->mgmt_queued++;
 	if (op != ISCSI_OP_SNACK) {
-		put_unaligned_be32(sess->cmdsn, m->buf + 24);
-		if (!(m->buf[0] & ISCSI_OP_IMMEDIATE))
+		/* CmdSN sits where a NOP-Out has it in Text and Logout too. */
+		out = (struct iscsi_nopout *)m->buf;
+		out->cmdsn = cpu_to_be32(sess->cmdsn);
+		if (!(out->opcode & ISCSI_OP_IMMEDIATE))
 			sess->cmdsn++;
 	}
 	list_add_tail(&m->node, &conn->mgmtq);
@@ -2038,10 +2240,8 @@ static int __init itcp_init(void)
 	int err;
 
 	/*
-	 * Unbound, normal priority: a per-CPU WQ_HIGHPRI worker preempted the
-	 * submitter at every queuecommand (one context switch per command);
-	 * LIO 4 KiB QD32 writes went from 0.41 to 0.82 of the in-kernel
-	 * initiator with this, QD1 reads from 0.39 to 1.19 (bench, one round).
+	 * Unbound, normal priority: a per-CPU WQ_HIGHPRI worker would preempt
+	 * the submitter at every queuecommand.
 	 */
 	itcp_wq = alloc_workqueue("iscsi_tcp_xmit", WQ_UNBOUND | WQ_MEM_RECLAIM, 0);
 	if (!itcp_wq)
