@@ -4,11 +4,23 @@ PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
 # Debian packages the test tiers need (tgt: the userspace target for integration tests; the rest:
-# the VM tier, tests/vm/run-vm boots Debian's kernel in QEMU with the host root shared read-only).
+# the VM tier, tests/vm/run-vm boots Debian's kernel in QEMU with the host root shared read-only;
+# python3-venv, dkms: `make install` and the DKMS build, run in the VM by test_vm_install.py;
+# groff-base: the man page test; systemd: systemd-analyze and systemd-socket-activate).
 APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
-	e2fsprogs busybox-static open-iscsi
+	e2fsprogs busybox-static open-iscsi python3-venv dkms groff-base systemd
 
-.PHONY: all setup apt venv test unit integration vm lint demo clean bench
+# `make install` / `make uninstall` (tools/install.sh; docs/install.md says what goes where).
+# Kernel sources for DKMS go to $(DKMSDIR)/pyiscsi-VERSION, the example iscsid.conf to
+# $(SYSCONFDIR) when there is none there; everything else under $(PREFIX). DESTDIR: staging root.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+DKMSDIR ?= /usr/src
+PIP_FLAGS ?=
+export PREFIX DESTDIR SYSCONFDIR DKMSDIR PIP_FLAGS PYTHON
+
+.PHONY: all setup apt venv test unit integration vm lint demo clean bench install uninstall
 
 all: setup
 
@@ -64,6 +76,13 @@ bench: setup
 # The main job: boot the VM, LIO target inside, our modules + iscsid + iscsiadm, verified data.
 demo: setup
 	tests/vm/demo.sh
+
+# No `setup` here: a real host needs python3 and python3-venv, and PyPI (or PIP_FLAGS) for pip.
+install:
+	tools/install.sh install
+
+uninstall:
+	tools/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) build *.egg-info
