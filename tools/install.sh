@@ -56,7 +56,9 @@ version() {
 # ------------------------------------------------------------------------------------- install
 record() { echo "$*" >>"$manifest_tmp"; }
 
-# mkdirs DIR: DIR and its missing parents (under DESTDIR), each new one recorded
+# mkdirs DIR: DIR and its missing parents (under DESTDIR), each new one recorded. With DESTDIR,
+# only those this machine has not got either: a staged tree is for a machine like this one, and
+# uninstalling it there must not take /usr/local/sbin away (a package has its own file list).
 mkdirs() {
 	local d=$1
 	local -a missing=()
@@ -66,7 +68,7 @@ mkdirs() {
 	done
 	for d in "${missing[@]}"; do
 		mkdir -m 0755 "$DESTDIR$d"
-		record d "$d"
+		[ -n "$DESTDIR" ] && [ -d "$d" ] || record d "$d"
 	done
 }
 
