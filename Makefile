@@ -4,10 +4,12 @@ PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 VPY := $(VENV)/bin/python
 # Debian packages the test tiers need (tgt: the userspace target for integration tests;
-# linux-source-6.1 and perl: checkpatch.pl and kernel-doc for tests/kernel/test_style.py; the rest:
-# the VM tier, tests/vm/run-vm boots Debian's kernel in QEMU with the host root shared read-only).
+# linux-source-6.1 and perl: checkpatch.pl and kernel-doc for tests/kernel/test_style.py;
+# python3-venv, dkms: `make install` and the DKMS build; groff-base: the man page test; systemd:
+# systemd-analyze and systemd-socket-activate; the rest: the VM tier, tests/vm/run-vm boots
+# Debian's kernel in QEMU with the host root shared read-only).
 APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
-	e2fsprogs busybox-static open-iscsi linux-source-6.1 perl
+	e2fsprogs busybox-static open-iscsi linux-source-6.1 perl python3-venv dkms groff-base systemd
 
 # OpenStack os-brick, unmodified from PyPI, in a venv of its own: tests/vm/test_vm_osbrick.py runs
 # it in the guest (in-process, as root) against our stack. The guest sees this machine's files
@@ -16,7 +18,18 @@ APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-ut
 OSBRICK_VENV := $(CURDIR)/.venv-osbrick
 OSBRICK_VERSION := 7.1.1
 
-.PHONY: all setup apt venv osbrick-venv test unit integration vm lint demo clean bench
+# `make install` / `make uninstall` (tools/install.sh; docs/install.md says what goes where).
+# Kernel sources for DKMS go to $(DKMSDIR)/pyiscsi-VERSION, the example iscsid.conf to
+# $(SYSCONFDIR) when there is none there; everything else under $(PREFIX). DESTDIR: staging root.
+PREFIX ?= /usr/local
+DESTDIR ?=
+SYSCONFDIR ?= /etc
+DKMSDIR ?= /usr/src
+PIP_FLAGS ?=
+export PREFIX DESTDIR SYSCONFDIR DKMSDIR PIP_FLAGS PYTHON
+
+.PHONY: all setup apt venv osbrick-venv test unit integration vm lint demo clean bench install \
+	uninstall
 
 all: setup
 
@@ -80,6 +93,13 @@ bench: setup
 # The main job: boot the VM, LIO target inside, our modules + iscsid + iscsiadm, verified data.
 demo: setup
 	tests/vm/demo.sh
+
+# No `setup` here: a real host needs python3 and python3-venv, and PyPI (or PIP_FLAGS) for pip.
+install:
+	tools/install.sh install
+
+uninstall:
+	tools/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) $(OSBRICK_VENV) build *.egg-info

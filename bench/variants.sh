@@ -3,7 +3,7 @@
 # and our modules built from several directories, alternating in rounds (one boot). For trying a
 # data-path change before the full `make bench`:
 #   cp -r kernel /work/main/tests/vm/out/k-try && (edit) && make -C /lib/modules/$KVER/build \
-#       M=$PWD/tests/vm/out/k-try modules
+#       M=$PWD/tests/vm/out/k-try PYISCSI_VERSION=try modules   (a copy has no ../pyproject.toml)
 #   tests/vm/run-vm --timeout 1200 bench/variants.sh randwrite 4k 32 15 kernel tests/vm/out/k-try
 # Arguments: RW BS IODEPTH SECONDS MODULE_DIR...; prints "side round read_iops write_iops".
 set -uo pipefail

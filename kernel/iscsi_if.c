@@ -1937,4 +1937,5 @@ module_exit(iscsi_if_exit);
 
 MODULE_DESCRIPTION("pyiscsi: iSCSI initiator control plane (generic netlink, sessions, sysfs)");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(PYISCSI_VERSION);
 MODULE_ALIAS_GENL_FAMILY(ISCSI_IF_GENL_NAME);

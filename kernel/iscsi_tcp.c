@@ -2263,4 +2263,5 @@ module_exit(itcp_exit);
 
 MODULE_DESCRIPTION("pyiscsi: iSCSI initiator TCP transport (data path)");
 MODULE_LICENSE("GPL");
+MODULE_VERSION(PYISCSI_VERSION);
 MODULE_SOFTDEP("pre: crc32c");

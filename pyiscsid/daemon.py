@@ -481,6 +481,7 @@ def start_event_service(daemon: Iscsid) -> None:
 
 
 def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
+    from pyiscsid import systemd
     from pyiscsid.ipc import IpcServer
 
     def report(message: str) -> None:
@@ -497,7 +498,7 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         return int(Err.INVAL)
     try:
         daemon = Iscsid(opts)
-        server = IpcServer(daemon.handle)
+        server = IpcServer(daemon.handle, sock=systemd.listen_socket())
     except IscsiError as e:
         report(f"{PROG}: {e.message}\n")
         return int(e.code)
@@ -519,7 +520,7 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, lambda _signo, _frame: systemd.reload_in_background(daemon))
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
     def watch_stop() -> None:
@@ -532,6 +533,9 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
         start_event_service(daemon)
     log.info("iscsid %s ready on %s (initiator %s)", VERSION, server.path, daemon.initiator_name)
     report("0")
+    systemd.notify(
+        f"READY=1\nMAINPID={os.getpid()}\nSTATUS=ready, initiator {daemon.initiator_name}"
+    )
     if with_kernel and opts.startup:
         from pyiscsid import startup
         from pyiscsid.records import nr_sessions
@@ -550,6 +554,7 @@ def serve(opts: DaemonOptions, ready_fd: int | None = None) -> int:
     try:
         server.serve_forever()
     finally:
+        systemd.notify("STOPPING=1")
         server.close()
         if daemon.events is not None:
             daemon.events.stop()

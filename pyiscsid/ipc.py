@@ -25,8 +25,9 @@ Requests and their reply fields (besides `code` and `message`):
                              eh_abort_cnt), printed under "iSCSI Extended:" in reply order
     stop                  -> {}
 
-The socket path is $ISCSID_SOCKET, default /run/iscsid.sock. Only peers running as root or as
-the daemon's own uid are served (SO_PEERCRED).
+The socket path is $ISCSID_SOCKET, default /run/iscsid.sock; under systemd's socket activation
+(iscsid.socket) iscsid serves the socket it is handed instead (pyiscsid.systemd). Only peers
+running as root or as the daemon's own uid are served (SO_PEERCRED).
 """
 
 from __future__ import annotations
@@ -187,13 +188,26 @@ class IpcServer:
     INVALID_MGMT_REQ reply; handler exceptions other than IscsiError get INTERNAL.
     """
 
-    def __init__(self, handler: Handler, path: str | None = None) -> None:
+    def __init__(
+        self, handler: Handler, path: str | None = None, sock: socket.socket | None = None
+    ) -> None:
         self.path = path or socket_path()
         self.handler = handler
         self._uid = os.getuid()
         self._stop = threading.Event()
         self._threads: set[threading.Thread] = set()
         self._lock = threading.Lock()
+        # `sock`: a socket already listening, handed over by systemd (socket activation,
+        # pyiscsid.systemd); its path is systemd's, neither bound nor removed here
+        self._owns_path = sock is None
+        if sock is not None:
+            self.sock = sock
+            self.sock.setblocking(False)
+            if path is None:  # the address systemd listens on, '@name' for an abstract one
+                name = sock.getsockname()
+                name = name.decode(errors="replace") if isinstance(name, bytes) else name
+                self.path = "@" + name[1:] if name.startswith("\0") else name
+            return
         with contextlib.suppress(FileNotFoundError):
             # a stale socket of a dead daemon; a live one would answer
             if self._alive():
@@ -290,8 +304,9 @@ class IpcServer:
         self._stop.set()
         with contextlib.suppress(OSError):
             self.sock.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
+        if self._owns_path:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
         with self._lock:
             threads = list(self._threads)
         for t in threads:

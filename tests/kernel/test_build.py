@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
 KERNEL = Path(__file__).resolve().parents[2] / "kernel"
+PYPROJECT = KERNEL.parent / "pyproject.toml"
 SOURCES = ("iscsi_if.c", "iscsi_tcp.c", "iscsi_if.h", "iscsi_if_kern.h", "Kbuild", "Makefile")
 
 
@@ -36,9 +38,12 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.Co
         pytest.skip("no kernel headers in /lib/modules/*/build (install linux-headers-amd64)")
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    src = tmp_path_factory.mktemp("kbuild")
+    # kernel/ beside pyproject.toml, as in the checkout: Kbuild reads the version from there
+    src = tmp_path_factory.mktemp("kbuild") / "kernel"
+    src.mkdir()
     for name in SOURCES:
         shutil.copy2(KERNEL / name, src / name)
+    shutil.copy2(PYPROJECT, src.parent / "pyproject.toml")
     # Through kernel/Makefile with no KSRC: its own lookup of the build directory is tested too.
     proc = subprocess.run(
         ["make", "-C", str(src), "W=1"],
@@ -84,3 +89,15 @@ def test_module_metadata(build: tuple[Path, subprocess.CompletedProcess]) -> Non
     deps = set(_modinfo(src / "iscsi_tcp.ko", "depends").split(","))
     assert {"iscsi_if", "libcrc32c", "scsi_mod"} <= deps
     assert _modinfo(src / "iscsi_if.ko", "alias") == "net-pf-16-proto-16-family-iscsi_if"
+
+
+def test_module_version_is_the_project_version(
+    build: tuple[Path, subprocess.CompletedProcess],
+) -> None:
+    """MODULE_VERSION of both modules is pyproject.toml's version (its one place)."""
+    src, proc = build
+    assert proc.returncode == 0
+    with PYPROJECT.open("rb") as f:
+        version = tomllib.load(f)["project"]["version"]
+    assert _modinfo(src / "iscsi_if.ko", "version") == version
+    assert _modinfo(src / "iscsi_tcp.ko", "version") == version

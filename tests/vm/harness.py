@@ -83,13 +83,17 @@ def run_in_vm(
     timeout: float = 300,
     mem: str = "2G",
     keep: bool = False,
+    usr_overlay: bool = False,
 ) -> VmResult:
-    """Boot the guest, run `script args...` as root in the checkout, return what came back."""
+    """Boot the guest, run `script args...` as root in the checkout, return what came back.
+    usr_overlay: /usr writable in the guest (a tmpfs overlay) for install tests."""
     OUT_BASE.mkdir(parents=True, exist_ok=True)
     out_dir = Path(tempfile.mkdtemp(prefix="run-py-", dir=OUT_BASE))
     cmd = [str(RUN_VM), "--timeout", str(int(timeout)), "--mem", mem, "--out", str(out_dir)]
     if keep:
         cmd.append("--keep")
+    if usr_overlay:
+        cmd.append("--usr-overlay")
     cmd += ["--", str(script), *args]
     proc = subprocess.run(
         cmd,
@@ -178,3 +182,38 @@ def parse_results(out_dir: Path) -> dict[str, str]:
         return {}
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return dict(pairs)
+
+
+def kernel_header_dirs(kver: str) -> list[Path]:
+    """The directories a module build for `kver` reads: /lib/modules/KVER/build, on Debian
+    /usr/src/linux-headers-KVER, the -common tree its Makefile includes and the linux-kbuild tree
+    its scripts link to."""
+    build = Path(f"/lib/modules/{kver}/build").resolve()
+    dirs = [build]
+    makefile = build / "Makefile"
+    if makefile.is_file():
+        for line in makefile.read_text().splitlines():
+            if line.startswith("include /"):
+                dirs.append(Path(line.split(None, 1)[1]).resolve().parent)
+    for link in ("scripts", "tools"):
+        if (build / link).is_symlink():
+            dirs.append((build / link).resolve().parent)
+    return list(dict.fromkeys(d for d in dirs if d.is_dir()))
+
+
+def kernel_files_tarball(kver: str) -> tuple[Path, list[Path]]:
+    """A tarball of what a DKMS install for `kver` reads in bulk: kernel_header_dirs(kver) and the
+    kernel's own modules (/lib/modules/KVER/kernel, which depmod reads whole); cached in out/,
+    made again when a directory is newer. For lib.sh's files_in_ram, with those directories."""
+    dirs = [*kernel_header_dirs(kver), Path(f"/lib/modules/{kver}/kernel").resolve()]
+    OUT_BASE.mkdir(parents=True, exist_ok=True)
+    tarball = OUT_BASE / f"kfiles-{kver}.tar"
+    newest = max(d.stat().st_mtime for d in dirs)
+    if not tarball.exists() or tarball.stat().st_mtime < newest:
+        tmp = tarball.with_suffix(".tmp")
+        subprocess.run(
+            ["tar", "-C", "/", "-cf", str(tmp), *(str(d.relative_to("/")) for d in dirs)],
+            check=True,
+        )
+        tmp.replace(tarball)
+    return tarball, dirs
