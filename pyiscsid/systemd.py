@@ -83,7 +83,9 @@ def _is_listening_unix_stream(fd: int) -> bool:
             accepting = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
         except OSError:
             return False
-        return probe.family == socket.AF_UNIX and probe.type == socket.SOCK_STREAM and accepting
+        return (
+            probe.family == socket.AF_UNIX and probe.type == socket.SOCK_STREAM and bool(accepting)
+        )
 
 
 def listen_socket() -> socket.socket | None:
