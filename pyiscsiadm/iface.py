@@ -52,23 +52,16 @@ def _delete(env: Env, name: str | None) -> int:
         raise fail("Could not delete interface. No interface passed in.")
     if name not in BUILTIN:
         raise fail(f"Could not delete iface {name}: {err_to_str(Err.INVAL)}")
+    from pyiscsiadm.node import in_use
     from pyiscsid import sysfs
 
     sessions = sysfs.list_sessions(brief=True)
     code = 0
     with env.db.transaction():
         for rec in env.db.find_nodes(iface=name):
-            if any(
-                s.target == rec.target
-                and s.persistent_address.lower() == rec.address.lower()
-                and s.persistent_port == rec.port
-                for s in sessions
-            ):
-                output.error(
-                    f"This command will remove the record [iface: {rec.iface}, target: "
-                    f"{rec.target}, portal: {rec.address},{rec.port}], but a session is using "
-                    "it. Logout session then rerun command to remove record."
-                )
+            refusal = in_use(rec, sessions)
+            if refusal:
+                output.error(refusal)
                 code = int(Err.SESS_EXISTS)
                 continue
             env.db.delete_node(rec.record_id)

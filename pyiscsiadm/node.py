@@ -9,6 +9,7 @@ from pyiscsid.errors import Err, IscsiError, err_to_str
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
     from pyiscsid.records import NodeRecord
+    from pyiscsid.sysfs import SessionInfo
 
 STARTUP_MODES = ("all", "manual", "automatic", "onboot")
 # node mode's port when -p gives none, for records and sessions alike (open-iscsi's)
@@ -165,27 +166,31 @@ def nonpersistent(env: Env) -> int:
     return 0
 
 
+def in_use(rec: NodeRecord, sessions: list[SessionInfo]) -> str | None:
+    """open-iscsi's refusal to delete a record a session uses (None: no session uses it)."""
+    for s in sessions:
+        if (
+            s.target == rec.target
+            and s.persistent_address.lower() == rec.address.lower()
+            and s.persistent_port == rec.port
+        ):
+            return (
+                f"This command will remove the record [iface: {rec.iface}, target: "
+                f"{rec.target}, portal: {rec.address},{rec.port}], but a session is using "
+                "it. Logout session then rerun command to remove record."
+            )
+    return None
+
+
 def delete(env: Env) -> int:
     from pyiscsid import sysfs
 
     sessions = sysfs.list_sessions(brief=True)
     with env.db.transaction():
-        recs = matched(env)
-        for rec in recs:
-            busy = [
-                s
-                for s in sessions
-                if s.target == rec.target
-                and s.persistent_address.lower() == rec.address.lower()
-                and s.persistent_port == rec.port
-            ]
-            if busy:
-                raise fail(
-                    f"This command will remove the record [iface: {rec.iface}, target: "
-                    f"{rec.target}, portal: {rec.address},{rec.port}], but a session is using "
-                    "it. Logout session then rerun command to remove record.",
-                    Err.SESS_EXISTS,
-                )
+        for rec in matched(env):
+            refusal = in_use(rec, sessions)
+            if refusal:
+                raise fail(refusal, Err.SESS_EXISTS)
             env.db.delete_node(rec.record_id)
     return 0
 
