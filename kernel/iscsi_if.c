@@ -1577,7 +1577,8 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 		err = kstrtouint(value, 10, &tmo);
 		if (err)
 			goto out;
-		WRITE_ONCE(s->recovery_tmo, tmo);
+		/* bounded, so that (tmo + slack) * HZ fits an unsigned long everywhere */
+		WRITE_ONCE(s->recovery_tmo, min(tmo, ISCSI_IF_MAX_RECOVERY_TMO));
 	}
 	err = s->transport->set_param ? s->transport->set_param(s, c, param, value) : 0;
 	if (err == -EBUSY)

@@ -68,7 +68,8 @@ enum iscsi_if_conn_state {
  *	connections' states; taken from any context
  * @state: enum iscsi_if_session_state
  * @state_wq: woken whenever @state or a connection's state changes
- * @recovery_tmo: replacement timeout in seconds: how long a FAILED session
+ * @recovery_tmo: replacement timeout in seconds (at most
+ *	ISCSI_IF_MAX_RECOVERY_TMO): how long a FAILED session
  *	waits for a new connection before its I/O fails
  * @recovery_work: ends the recovery when @recovery_tmo expires
  * @scan_lock: keeps a scan and DESTROY_SESSION apart
@@ -137,6 +138,9 @@ struct iscsi_if_conn {
 };
 
 #define ISCSI_IF_CONN_F_ERROR	0	/* iscsi_if_conn_error() already raised */
+
+/* The longest replacement timeout iscsi_if keeps (seconds); larger values are clamped. */
+#define ISCSI_IF_MAX_RECOVERY_TMO	86400U
 
 /**
  * struct iscsi_if_transport - a data path module (such as iscsi_tcp)

@@ -6,12 +6,16 @@
  * on this module carries SCSI traffic:
  * - queuecommand builds the SCSI Command PDU in the command's private area
  *   (struct itcp_task, no allocation per I/O; ITT = blk-mq tag plus a
- *   generation count), inside the CmdSN window, and queues it;
+ *   generation count) and queues it; the transmit work gives it its CmdSN
+ *   when the target's window (MaxCmdSN) lets it go, so that a command that
+ *   never left can be aborted without a hole in the CmdSN sequence;
  * - one transmit work item per connection sends commands, immediate data,
  *   unsolicited and solicited Data-Out (pages handed to TCP without copying)
  *   and iscsid's PDUs, with optional CRC32C digests;
  * - the socket's data_ready callback parses PDUs with a small state machine
- *   and copies Data-In straight into the command's scatterlist.
+ *   and copies Data-In straight into the command's scatterlist, checking
+ *   every field a target could get wrong against the task: a read succeeds
+ *   only when the data its status accounts for was all received.
  * PDUs the data path does not handle go to iscsid as RECV_PDU events.
  *
  * Locking: sess->lock (BH-safe spinlock) protects the task table, the
@@ -87,9 +91,11 @@ struct itcp_task {
 	/* R2Ts, a ring */
 	u8 r2t_head, r2t_count;
 	u32 exp_r2tsn;
+	u32 r2t_next;			/* first byte no R2T has asked for yet */
 	struct itcp_r2t r2t[ITCP_MAX_R2T];
 	/* Data-In */
 	u32 exp_datasn;
+	u32 datain_got;			/* bytes of Data-In announced so far */
 	struct scatterlist *rx_sg;	/* cursor: entry holding byte rx_pos */
 	u32 rx_sg_off, rx_pos;
 	int result;			/* for TASK_DONE_PENDING */
@@ -112,15 +118,15 @@ struct itcp_session {
 	u32 ntasks;
 	u16 gen;
 	u32 cmdsn, exp_cmdsn, max_cmdsn;
-	bool window_closed;
+	bool window_closed;		/* a command waits for MaxCmdSN to move */
 	struct itcp_conn *conn;		/* the started connection */
 	u32 conn_gen;			/* counts START_CONNs */
-	struct work_struct run_queue_work;
 	struct itcp_task *xmit_task;	/* the task the transmit work sends from */
 	wait_queue_head_t xmit_wait;	/* xmit_task changed */
 
 	/* negotiated, set while no connection runs */
 	bool initial_r2t, imm_data;
+	bool pdu_inorder, dataseq_inorder;
 	u32 first_burst, max_burst, max_r2t;
 	u32 abort_tmo, lu_reset_tmo, tgt_reset_tmo;
 
@@ -249,9 +255,24 @@ static void update_cmdsn(struct itcp_session *sess, __be32 exp_cmdsn, __be32 max
 		sess->max_cmdsn = max;
 		if (sess->window_closed) {
 			sess->window_closed = false;
-			queue_work(itcp_wq, &sess->run_queue_work);
+			if (sess->conn)
+				queue_work(itcp_wq, &sess->conn->xmit_work);
 		}
 	}
+}
+
+/*
+ * Under sess->lock: may the next command take a CmdSN and go (RFC 7143
+ * 4.2.2.1)? If not, it waits on cmdq, started and timed by the block layer,
+ * until a PDU from the target moves MaxCmdSN (update_cmdsn) or the SCSI
+ * error handler aborts it (itcp_tmf: locally, as it never left).
+ */
+static bool cmd_window_open_locked(struct itcp_session *sess)
+{
+	if (iscsi_sna_lte(sess->cmdsn, sess->max_cmdsn))
+		return true;
+	sess->window_closed = true;
+	return false;
 }
 
 static void update_statsn(struct itcp_conn *conn, __be32 stat_sn)
@@ -260,15 +281,6 @@ static void update_statsn(struct itcp_conn *conn, __be32 stat_sn)
 
 	if (iscsi_sna_gte(statsn, conn->exp_statsn))
 		WRITE_ONCE(conn->exp_statsn, statsn + 1);
-}
-
-static void run_queue_work_fn(struct work_struct *work)
-{
-	struct itcp_session *sess = container_of(work, struct itcp_session, run_queue_work);
-	struct scsi_device *sdev;
-
-	shost_for_each_device(sdev, sess->ifs->shost)
-		blk_mq_run_hw_queues(sdev->request_queue, true);
 }
 
 /* ---------------------------------------------------------------- tasks */
@@ -294,6 +306,20 @@ static struct scsi_cmnd *task_finish_locked(struct itcp_session *sess,
 		return NULL;
 	}
 	return sc;
+}
+
+/*
+ * Under sess->lock: drop a task the SCSI error handler owns now (aborted or
+ * reset): out of the table and the transmit queues, never completed here.
+ */
+static void task_forget_locked(struct itcp_session *sess, struct itcp_task *task)
+{
+	u32 tag = task_tag(task);
+
+	if (tag < sess->ntasks && sess->tasks[tag] == task)
+		sess->tasks[tag] = NULL;
+	task->flags &= ~(TASK_ACTIVE | TASK_DONE_PENDING);
+	list_del_init(&task->xmit_node);
 }
 
 static struct itcp_task *task_lookup_locked(struct itcp_session *sess, u32 itt)
@@ -634,6 +660,8 @@ static int xmit_mgmt(struct itcp_conn *conn)
 	struct itcp_mgmt *m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
 	struct iscsi_hdr *hdr = (struct iscsi_hdr *)m->buf;
 	int stat = mgmt_stat(hdr->opcode & ISCSI_OPCODE_MASK);
+	u8 tmf_hdr[ISCSI_HDR_LEN] __aligned(__alignof__(struct iscsi_hdr));
+	struct itcp_mgmt tmf_copy;
 	int err;
 
 	list_del_init(&m->node);
@@ -641,6 +669,17 @@ static int xmit_mgmt(struct itcp_conn *conn)
 		conn->mgmt_queued--;
 	/* ExpStatSN as late as possible */
 	hdr->exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
+	if (m->embedded) {
+		/*
+		 * The session's TMF slot is rewritten by the next TMF as soon as
+		 * the waiter of this one gives up, maybe while the socket still
+		 * blocks this send: send a copy taken under the lock.
+		 */
+		memcpy(tmf_hdr, m->buf, ISCSI_HDR_LEN);
+		tmf_copy = (struct itcp_mgmt){ .embedded = true, .hlen = ISCSI_HDR_LEN,
+					       .buf = tmf_hdr };
+		m = &tmf_copy;
+	}
 	spin_unlock_bh(&conn->sess->lock);
 
 	err = send_mgmt(conn, m);
@@ -661,6 +700,8 @@ static int xmit_cmd(struct itcp_conn *conn)
 
 	list_del_init(&task->xmit_node);
 	task->flags |= TASK_XMIT;
+	task->cmdsn = sess->cmdsn++;
+	task->hdr.cmdsn = cpu_to_be32(task->cmdsn);
 	sess->xmit_task = task;
 	spin_unlock_bh(&sess->lock);
 
@@ -729,7 +770,7 @@ static void xmit_work_fn(struct work_struct *work)
 		}
 		if (!list_empty(&conn->mgmtq)) {
 			err = xmit_mgmt(conn);
-		} else if (!list_empty(&conn->cmdq)) {
+		} else if (!list_empty(&conn->cmdq) && cmd_window_open_locked(sess)) {
 			err = xmit_cmd(conn);
 		} else if (!list_empty(&conn->dataq)) {
 			err = xmit_dataout(conn);
@@ -766,6 +807,8 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 	task->r2t_count = 0;
 	task->exp_r2tsn = 0;
 	task->exp_datasn = 0;
+	task->datain_got = 0;
+	task->r2t_next = 0;
 	task->rx_sg = scsi_sglist(sc);
 	task->rx_sg_off = 0;
 	task->rx_pos = 0;
@@ -800,6 +843,7 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 			task->unsol_left = first - task->imm_len;
 		}
 		hton24(hdr->dlength, task->imm_len);
+		task->r2t_next = sess->initial_r2t ? task->imm_len : first;
 	} else if (sc->sc_data_direction == DMA_FROM_DEVICE && len) {
 		hdr->flags |= ISCSI_FLAG_CMD_READ;
 	}
@@ -830,11 +874,6 @@ static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 		/* Recovery: the queue is (about to be) blocked. */
 		return SCSI_MLQUEUE_HOST_BUSY;
 	}
-	if (iscsi_sna_gt(sess->cmdsn, sess->max_cmdsn)) {
-		sess->window_closed = true;
-		spin_unlock_bh(&sess->lock);
-		return SCSI_MLQUEUE_HOST_BUSY;
-	}
 	if (WARN_ON_ONCE(tag >= sess->ntasks || sess->tasks[tag])) {
 		spin_unlock_bh(&sess->lock);
 		return SCSI_MLQUEUE_HOST_BUSY;
@@ -842,8 +881,6 @@ static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 	sess->gen++;
 	itt = tag | ((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
 	task_build(sess, conn, task, sc, itt);
-	task->cmdsn = sess->cmdsn++;
-	task->hdr.cmdsn = cpu_to_be32(task->cmdsn);
 	sess->tasks[tag] = task;
 	list_add_tail(&task->xmit_node, &conn->cmdq);
 	spin_unlock_bh(&sess->lock);
@@ -963,6 +1000,13 @@ static int rx_datain_hdr(struct itcp_conn *conn, const struct iscsi_data_rsp *rh
 				    offset, conn->rx_dlen, scsi_bufflen(sc));
 		return ISCSI_IF_ERR_PROTO;
 	}
+	/* DataPDUInOrder=Yes (RFC 7143 13.18): each PDU continues the last one. */
+	if (sess->pdu_inorder && offset != task->datain_got) {
+		pr_warn_ratelimited("Data-In offset %u, expected %u (a gap or an overlap)\n",
+				    offset, task->datain_got);
+		return ISCSI_IF_ERR_PROTO;
+	}
+	task->datain_got += conn->rx_dlen;
 	task->exp_datasn++;
 	conn->rx_task = task;
 	conn->rx_offset = offset;
@@ -1004,12 +1048,20 @@ static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 		err = ISCSI_IF_ERR_PROTO;
 		goto out;
 	}
+	/* DataSequenceInOrder=Yes (RFC 7143 13.19): each R2T continues the last one. */
+	if (sess->dataseq_inorder && offset != task->r2t_next) {
+		pr_warn_ratelimited("R2T offset %u, expected %u (a gap or an overlap)\n",
+				    offset, task->r2t_next);
+		err = ISCSI_IF_ERR_BAD_R2T;
+		goto out;
+	}
 	if (task->r2t_count >= min_t(u32, sess->max_r2t, ITCP_MAX_R2T)) {
 		pr_warn_ratelimited("more R2Ts than MaxOutstandingR2T=%u\n", sess->max_r2t);
 		err = ISCSI_IF_ERR_BAD_R2T;
 		goto out;
 	}
 	task->exp_r2tsn++;
+	task->r2t_next = max(task->r2t_next, offset + len);
 	r = &task->r2t[(task->r2t_head + task->r2t_count) % ITCP_MAX_R2T];
 	r->ttt = ttt;
 	r->offset = offset;
@@ -1083,6 +1135,53 @@ static int rx_hdr_done(struct itcp_conn *conn)
 	}
 }
 
+/**
+ * task_status_result() - the result of a command whose status arrived
+ * @sess: its session
+ * @task: the command's task
+ * @status: the SCSI status byte
+ * @underflow: the status reports a residual underflow of @residual bytes
+ * @residual: the residual count
+ *
+ * A good status must account for the data: the buffer less the residual
+ * is what moved, and it must all have been received (a read) or asked for
+ * (a write, when R2Ts come in order). A target that skips a range and
+ * reports success would otherwise hand the reader whatever the buffer held
+ * before. Such a command fails with DID_ERROR (the midlayer retries it);
+ * an impossible residual fails it with DID_BAD_TARGET.
+ *
+ * Context: any; the task is still in the table.
+ * Return: the value for scsi_cmnd->result.
+ */
+static int task_status_result(struct itcp_session *sess, struct itcp_task *task,
+			      u8 status, bool underflow, u32 residual)
+{
+	struct scsi_cmnd *sc = task_sc(task);
+	u32 len = scsi_bufflen(sc);
+	u32 want, moved;
+
+	if (underflow) {
+		if (residual > len)
+			return (DID_BAD_TARGET << 16) | status;
+		scsi_set_resid(sc, residual);
+	}
+	if (status != SAM_STAT_GOOD && status != SAM_STAT_CONDITION_MET)
+		return (DID_OK << 16) | status;
+	want = underflow ? len - residual : len;
+	if (sc->sc_data_direction == DMA_FROM_DEVICE)
+		moved = task->datain_got;
+	else if (sc->sc_data_direction == DMA_TO_DEVICE && sess->dataseq_inorder)
+		moved = task->r2t_next;
+	else
+		return (DID_OK << 16) | status;
+	if (moved >= want)
+		return (DID_OK << 16) | status;
+	pr_warn_ratelimited("%s of %u bytes: good status after %u of %u\n",
+			    sc->sc_data_direction == DMA_FROM_DEVICE ? "read" : "write",
+			    len, moved, want);
+	return DID_ERROR << 16;
+}
+
 static void rx_scsi_rsp(struct itcp_conn *conn)
 {
 	struct itcp_session *sess = conn->sess;
@@ -1104,7 +1203,6 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 		return;
 	}
 	sc = task_sc(task);
-	result = (DID_OK << 16) | status;
 	if (rhdr->response != ISCSI_STATUS_CMD_COMPLETED) {
 		result = DID_ERROR << 16;
 	} else {
@@ -1113,6 +1211,8 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 
 			if (slen + 2 > conn->rx_dlen) {
 				spin_unlock_bh(&sess->lock);
+				pr_warn_ratelimited("SenseLength %u in a %u-byte segment\n",
+						    slen, conn->rx_dlen);
 				conn_fail(conn, ISCSI_IF_ERR_PROTO);
 				return;
 			}
@@ -1120,12 +1220,8 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 			memcpy(sc->sense_buffer, conn->rx_buf + 2,
 			       min_t(u32, slen, SCSI_SENSE_BUFFERSIZE));
 		}
-		if (rhdr->flags & ISCSI_FLAG_CMD_UNDERFLOW) {
-			if (residual <= scsi_bufflen(sc))
-				scsi_set_resid(sc, residual);
-			else
-				result = (DID_BAD_TARGET << 16) | status;
-		}
+		result = task_status_result(sess, task, status,
+					    rhdr->flags & ISCSI_FLAG_CMD_UNDERFLOW, residual);
 	}
 	done = task_finish_locked(sess, task, result);
 	spin_unlock_bh(&sess->lock);
@@ -1138,21 +1234,17 @@ static void rx_datain_status(struct itcp_conn *conn, struct itcp_task *task)
 {
 	struct itcp_session *sess = conn->sess;
 	const struct iscsi_data_rsp *rhdr = (const struct iscsi_data_rsp *)rx_pdu_hdr(conn);
-	u32 residual = be32_to_cpu(rhdr->residual_count);
-	struct scsi_cmnd *sc = task_sc(task), *done;
-	int result = (DID_OK << 16) | rhdr->cmd_status;
+	struct scsi_cmnd *done;
+	int result;
 
-	if (rhdr->flags & ISCSI_FLAG_DATA_UNDERFLOW) {
-		if (residual <= scsi_bufflen(sc))
-			scsi_set_resid(sc, residual);
-		else
-			result = (DID_BAD_TARGET << 16) | rhdr->cmd_status;
-	}
 	spin_lock_bh(&sess->lock);
 	if (!(task->flags & TASK_ACTIVE)) {
 		spin_unlock_bh(&sess->lock);
 		return;
 	}
+	result = task_status_result(sess, task, rhdr->cmd_status,
+				    rhdr->flags & ISCSI_FLAG_DATA_UNDERFLOW,
+				    be32_to_cpu(rhdr->residual_count));
 	done = task_finish_locked(sess, task, result);
 	spin_unlock_bh(&sess->lock);
 	if (done)
@@ -1190,9 +1282,7 @@ static void rx_tmf_rsp(struct itcp_conn *conn)
 			if (sess->tmf_func == ISCSI_TM_FUNC_LOGICAL_UNIT_RESET &&
 			    task_sc(t)->device->lun != sess->tmf_lun)
 				continue;
-			sess->tasks[i] = NULL;
-			t->flags &= ~(TASK_ACTIVE | TASK_DONE_PENDING);
-			list_del_init(&t->xmit_node);
+			task_forget_locked(sess, t);
 		}
 	}
 	sess->tmf_response = response;
@@ -1688,6 +1778,16 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 		ret = SUCCESS;
 		goto wait_xmit;
 	}
+	if (func == ISCSI_TM_FUNC_ABORT_TASK && !(ref->flags & (TASK_CMD_SENT | TASK_XMIT))) {
+		/*
+		 * Still waiting for the CmdSN window: the target has never seen
+		 * it and it has no CmdSN yet, so it goes without a TMF.
+		 */
+		task_forget_locked(sess, ref);
+		spin_unlock_bh(&sess->lock);
+		ret = SUCCESS;
+		goto out;
+	}
 	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead) ||
 	    test_bit(ISCSI_IF_CONN_F_ERROR, &conn->ifc->flags)) {
 		/* No connection: fail, the midlayer escalates (or recovery ends it). */
@@ -1789,7 +1889,6 @@ static int itcp_create_session(struct iscsi_if_session *ifs)
 	mutex_init(&sess->tmf_mutex);
 	init_completion(&sess->tmf_done);
 	INIT_LIST_HEAD(&sess->tmf_mgmt.node);
-	INIT_WORK(&sess->run_queue_work, run_queue_work_fn);
 	init_waitqueue_head(&sess->xmit_wait);
 	sess->ntasks = ifs->shost->can_queue;
 	sess->tasks = kcalloc(sess->ntasks, sizeof(*sess->tasks), GFP_KERNEL);
@@ -1798,6 +1897,8 @@ static int itcp_create_session(struct iscsi_if_session *ifs)
 	/* RFC 7143 defaults until iscsid sets the negotiated values */
 	sess->initial_r2t = true;
 	sess->imm_data = true;
+	sess->pdu_inorder = true;
+	sess->dataseq_inorder = true;
 	sess->first_burst = 65536;
 	sess->max_burst = 262144;
 	sess->max_r2t = 1;
@@ -1811,7 +1912,6 @@ static void itcp_destroy_session(struct iscsi_if_session *ifs)
 {
 	struct itcp_session *sess = ifs->dd_data;
 
-	cancel_work_sync(&sess->run_queue_work);
 	kfree(sess->tasks);
 	sess->tasks = NULL;
 }
@@ -2074,6 +2174,8 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 		return 0;
 	case ISCSI_IF_PARAM_INITIAL_R2T_EN:
 	case ISCSI_IF_PARAM_IMM_DATA_EN:
+	case ISCSI_IF_PARAM_PDU_INORDER_EN:
+	case ISCSI_IF_PARAM_DATASEQ_INORDER_EN:
 	case ISCSI_IF_PARAM_FIRST_BURST:
 	case ISCSI_IF_PARAM_MAX_BURST:
 	case ISCSI_IF_PARAM_MAX_R2T:
@@ -2086,6 +2188,10 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 			sess->initial_r2t = v;
 		else if (param == ISCSI_IF_PARAM_IMM_DATA_EN)
 			sess->imm_data = v;
+		else if (param == ISCSI_IF_PARAM_PDU_INORDER_EN)
+			sess->pdu_inorder = v;
+		else if (param == ISCSI_IF_PARAM_DATASEQ_INORDER_EN)
+			sess->dataseq_inorder = v;
 		else if (param == ISCSI_IF_PARAM_FIRST_BURST)
 			sess->first_burst = v;
 		else if (param == ISCSI_IF_PARAM_MAX_BURST)

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from pyiscsid.pdu import AsyncMessage, peek_bhs
 
 LOGOUT_GRACE = 1.0  # seconds: at least this long to get a Logout out when Parameter3 is 0
+# The most a target may make us wait before reconnecting: DefaultTime2Wait's range (RFC 7143
+# 13.15); Parameter2 is 16 bits and a target could otherwise keep the session away for 18 h.
+MAX_TIME2WAIT = 3600
 RESCAN_SENSE = {(0x3F, 0x0E), (0x3F, 0x03), (0x2A, 0x09)}
 
 
@@ -81,7 +84,7 @@ def action_of(pdu: bytes) -> AsyncAction | None:
         return AsyncAction(
             "drop",
             f"target drops {what} (Time2Wait {msg.parameter2} s, Time2Retain {msg.parameter3} s)",
-            float(msg.parameter2),
+            float(min(msg.parameter2, MAX_TIME2WAIT)),
             msg.parameter1 if event == 2 else None,
         )
     if event == 4:

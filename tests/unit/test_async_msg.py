@@ -39,6 +39,13 @@ def test_drops_wait_time2wait(event: int, cid: int | None, what: str) -> None:
     )
 
 
+def test_time2wait_is_capped_at_rfc_range() -> None:
+    """A 16-bit Time2Wait of 65535 s would keep the session away for 18 hours."""
+    a = action_of(msg(2, p1=0, p2=65535, p3=65535))
+    assert a is not None and a.delay == 3600.0
+    assert "Time2Wait 65535 s" in a.message
+
+
 def test_reported_luns_changed_rescans_other_sense_is_logged() -> None:
     a = action_of(msg(0, data=fixed_sense(6, 0x3F, 0x0E)))
     assert a is not None and a.kind == "rescan"
