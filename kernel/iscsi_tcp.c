@@ -1135,6 +1135,25 @@ static int rx_hdr_done(struct itcp_conn *conn)
 	}
 }
 
+/*
+ * REPORT LUNS data the SCSI midlayer cannot take. Its LUN scan
+ * (scsi_report_lun_scan() in Linux 6.1) computes LUN LIST LENGTH + 8 in
+ * 32 bits and allocates a buffer of that size for a second try: a length of
+ * 0xfffffff8 or more allocates nothing, and the scan dereferences it. Such
+ * an answer fails; the midlayer then scans LUN by LUN instead.
+ */
+static bool report_luns_sane(struct scsi_cmnd *sc)
+{
+	__be32 list_len;
+
+	if (sc->cmnd[0] != REPORT_LUNS || scsi_bufflen(sc) < sizeof(list_len))
+		return true;
+	if (sg_pcopy_to_buffer(scsi_sglist(sc), scsi_sg_count(sc), &list_len,
+			       sizeof(list_len), 0) != sizeof(list_len))
+		return true;
+	return be32_to_cpu(list_len) <= U32_MAX - 2 * sizeof(struct scsi_lun);
+}
+
 /**
  * task_status_result() - the result of a command whose status arrived
  * @sess: its session
@@ -1148,7 +1167,8 @@ static int rx_hdr_done(struct itcp_conn *conn)
  * (a write, when R2Ts come in order). A target that skips a range and
  * reports success would otherwise hand the reader whatever the buffer held
  * before. Such a command fails with DID_ERROR (the midlayer retries it);
- * an impossible residual fails it with DID_BAD_TARGET.
+ * an impossible residual, or REPORT LUNS data the midlayer would choke on
+ * (report_luns_sane()), fails it with DID_BAD_TARGET.
  *
  * Context: any; the task is still in the table.
  * Return: the value for scsi_cmnd->result.
@@ -1174,8 +1194,12 @@ static int task_status_result(struct itcp_session *sess, struct itcp_task *task,
 		moved = task->r2t_next;
 	else
 		return (DID_OK << 16) | status;
-	if (moved >= want)
-		return (DID_OK << 16) | status;
+	if (moved >= want) {
+		if (report_luns_sane(sc))
+			return (DID_OK << 16) | status;
+		pr_warn_ratelimited("REPORT LUNS: LUN LIST LENGTH beyond 4 GiB\n");
+		return DID_BAD_TARGET << 16;
+	}
 	pr_warn_ratelimited("%s of %u bytes: good status after %u of %u\n",
 			    sc->sc_data_direction == DMA_FROM_DEVICE ? "read" : "write",
 			    len, moved, want);

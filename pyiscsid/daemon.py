@@ -336,6 +336,8 @@ class Iscsid:
             raise IscsiError(Err.SESS_NOT_FOUND, f"no session {sid}")
         from pyiscsid import kernel_session
 
+        if self.recovery is not None and not self.recovery.cancel(sid):
+            log.warning("session %d: its recovery is still running", sid)
         kernel_session.stop_session(sid)
         log.info("session %d: logged out", sid)
         return {}

@@ -244,6 +244,7 @@ class RecoveryManager:
         self._active: dict[int, threading.Thread] = {}
         self._phase: dict[int, ConnState] = {}  # where each recovery is (open-iscsi's names)
         self._stop = threading.Event()
+        self._cancel: dict[int, threading.Event] = {}  # sid -> set when its recovery must end
         self.recovered: dict[int, int] = {}  # sid -> attempts of its last successful recovery
         self._not_before: dict[int, float] = {}  # sid -> monotonic time of the first reconnect
         self.on_done: Callable[[int, bool], None] | None = None
@@ -278,6 +279,7 @@ class RecoveryManager:
                 target=self._run, args=(sid, cid, reason), name=f"recovery-{sid}", daemon=True
             )
             self._active[sid] = thread
+            self._cancel[sid] = threading.Event()
             self._phase[sid] = ConnState.CLEANUP_WAIT
         thread.start()
         return True
@@ -287,8 +289,30 @@ class RecoveryManager:
         self._stop.set()
         with self._lock:
             threads = list(self._active.values())
+            for event in self._cancel.values():
+                event.set()
         for thread in threads:
             thread.join(timeout)
+
+    def cancel(self, sid: int, timeout: float = 2.0) -> bool:
+        """End the recovery of `sid` (it is being logged out): a wait for the target's
+        Time2Wait or between attempts ends at once, a login in progress is not bound. Waits up
+        to `timeout` s for it to end; True if none runs any more. A later session given the same
+        SID by the kernel must not find this one's recovery still running."""
+        with self._lock:
+            event = self._cancel.get(sid)
+            self._not_before.pop(sid, None)
+        if event is not None:
+            event.set()
+        return self.wait(sid, timeout)
+
+    def _waits(self, sid: int, seconds: float) -> bool:
+        """Wait `seconds`; True if the recovery of `sid` must end instead."""
+        with self._lock:
+            event = self._cancel.get(sid)
+        if event is None or self._stop.is_set():
+            return True
+        return event.wait(seconds)
 
     def wait(self, sid: int, timeout: float) -> bool:
         """Wait for the recovery of `sid` to end; True if none runs any more."""
@@ -309,6 +333,7 @@ class RecoveryManager:
             with self._lock:
                 self._active.pop(sid, None)
                 self._phase.pop(sid, None)
+                self._cancel.pop(sid, None)
             if self.on_done is not None:
                 self.on_done(sid, ok)
 
@@ -327,11 +352,11 @@ class RecoveryManager:
         wait = not_before - time.monotonic()
         if wait > 0:
             log.info("connection%d:%d: waiting %.1f s (Time2Wait) to reconnect", sid, cid, wait)
-            if self._stop.wait(wait):
+            if self._waits(sid, wait):
                 return False
         attempts = 0
         for delay in self.backoff.delays():
-            if self._stop.wait(delay):
+            if self._waits(sid, delay):
                 return False
             if not self.steps.alive(sid):
                 log.info("session %d was logged out or destroyed: recovery ends", sid)

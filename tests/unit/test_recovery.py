@@ -262,3 +262,24 @@ def test_hold_off_delays_the_first_reconnect_once() -> None:
     assert mgr.conn_failed(5, 0, "CONN_FAILED")  # the hold-off was used up
     assert mgr.wait(5, 5)
     assert time.monotonic() - t0 < 0.3
+
+
+def test_cancel_ends_a_time2wait_at_once_and_frees_the_sid() -> None:
+    """A logout ends the recovery of its session even in a target's hour-long Time2Wait: the
+    kernel hands the same SID to the next session, whose recovery must not find it taken."""
+    steps = FakeSteps()
+    mgr = RecoveryManager(backoff=FAST, steps=steps)
+    mgr.hold_off(3, 3600)
+    assert mgr.conn_failed(3, 0, "target drops the connection")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and ("stop", 3) not in steps.calls:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    assert mgr.cancel(3, 2)
+    assert time.monotonic() - t0 < 1
+    assert not mgr.active(3)
+    assert ("reconnect", 3) not in steps.calls  # never reconnected the logged-out session
+    assert mgr.conn_failed(3, 0, "CONN_FAILED")  # the SID's next session recovers
+    assert mgr.wait(3, 5)
+    assert steps.calls.count(("reconnect", 3)) == 1
+    assert mgr.cancel(4, 0)  # nothing to cancel: nothing runs

@@ -604,13 +604,14 @@ class Case:
     recover: bool = False
     persistent: bool = False
     digests: bool = False
-    scan_opcode: int | None = None
+    scan_opcodes: tuple[int, ...] = ()
     max_burst: int = MAX_BURST  # MaxBurstLength the target answers
     rcvbuf: int = 0  # SO_RCVBUF of the target's sockets (0: the default)
+    kills_inkernel: bool = False  # the in-kernel initiator oopses: left out of its run
     doc: str = ""
 
     def matches_scan(self, obj: object) -> bool:
-        return isinstance(obj, P.ScsiCommand) and obj.cdb[0] == self.scan_opcode
+        return isinstance(obj, P.ScsiCommand) and obj.cdb[0] in self.scan_opcodes
 
 
 def _rd(c: Conn, cmd: P.ScsiCommand) -> bytes:
@@ -1015,9 +1016,12 @@ def a_scan_report_luns_huge(c: Conn, cmd: object) -> bool:
 
 
 def a_scan_capacity_zero(c: Conn, cmd: object) -> bool:
-    """READ CAPACITY: block size 0 and last LBA 0xffffffff."""
+    """READ CAPACITY (10 or 16): block size 0 and the largest last LBA."""
     assert isinstance(cmd, P.ScsiCommand)
-    data = struct.pack(">II", RSVD, 0)
+    if cmd.cdb[0] == 0x25:
+        data = struct.pack(">II", RSVD, 0)
+    else:
+        data = (struct.pack(">QI", (1 << 64) - 1, 0) + bytes(20))[: cmd.expected_data_length]
     _datain(c, cmd, 0, data, 0, status=True)
     return True
 
@@ -1056,6 +1060,7 @@ CASES: dict[str, Case] = {
         Case("r2t_len0", "write", _r2t_case(desired_data_length=0), io="write",
              doc="R2T DesiredDataTransferLength 0"),
         Case("r2t_len_max", "write", _r2t_case(desired_data_length=RSVD), io="write",
+             kills_inkernel=True,
              doc="R2T DesiredDataTransferLength 0xffffffff"),
         Case("r2t_for_read", "read", a_r2t_for_read, doc="an R2T for a READ"),
         Case("r2t_unknown_itt", "write", a_r2t_unknown_itt, io="write",
@@ -1115,11 +1120,11 @@ CASES: dict[str, Case] = {
         Case("tmf_rsp_unknown", "read", a_tmf_rsp_unknown,
              doc="a Task Management Response for no request"),
         Case("scan_inquiry_overlong", "scan", a_scan_inquiry_overlong, io="none",
-             scan_opcode=0x12, doc="INQUIRY data longer than the allocation length"),
+             scan_opcodes=(0x12,), doc="INQUIRY data longer than the allocation length"),
         Case("scan_report_luns_huge", "scan", a_scan_report_luns_huge, io="none",
-             scan_opcode=0xA0, doc="REPORT LUNS list length 0xfffffff8"),
+             scan_opcodes=(0xA0,), doc="REPORT LUNS list length 0xfffffff8"),
         Case("scan_capacity_zero", "scan", a_scan_capacity_zero, io="none",
-             scan_opcode=0x25, doc="READ CAPACITY: block size 0, last LBA 0xffffffff"),
+             scan_opcodes=(0x25, 0x9E), doc="READ CAPACITY: block size 0, last LBA 0xffffffff"),
     ]
 }  # fmt: skip
 
