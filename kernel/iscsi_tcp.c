@@ -159,7 +159,8 @@ struct itcp_conn {
 	bool hdrdgst, datadgst;
 
 	struct work_struct xmit_work;
-	bool logout_rsp_seen;		/* the target may close the socket now */
+	bool logout_sent;		/* iscsid's Logout Request went out */
+	bool logout_rsp_seen;		/* ... and was answered: the target may close now */
 	struct list_head cmdq, dataq, mgmtq;
 	u32 mgmt_queued;		/* iscsid's PDUs on mgmtq */
 
@@ -659,7 +660,8 @@ static int xmit_mgmt(struct itcp_conn *conn)
 {
 	struct itcp_mgmt *m = list_first_entry(&conn->mgmtq, struct itcp_mgmt, node);
 	struct iscsi_hdr *hdr = (struct iscsi_hdr *)m->buf;
-	int stat = mgmt_stat(hdr->opcode & ISCSI_OPCODE_MASK);
+	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
+	int stat = mgmt_stat(op);
 	u8 tmf_hdr[ISCSI_HDR_LEN] __aligned(__alignof__(struct iscsi_hdr));
 	struct itcp_mgmt tmf_copy;
 	int err;
@@ -682,6 +684,8 @@ static int xmit_mgmt(struct itcp_conn *conn)
 	}
 	spin_unlock_bh(&conn->sess->lock);
 
+	if (op == ISCSI_OP_LOGOUT)
+		WRITE_ONCE(conn->logout_sent, true);
 	err = send_mgmt(conn, m);
 	if (!err && stat != ISCSI_IF_STAT_UNSPEC)
 		stat_add(conn, stat, 1);
@@ -1388,7 +1392,12 @@ static void rx_pdu_done(struct itcp_conn *conn)
 		break;
 	case ISCSI_OP_LOGOUT_RSP:
 		stat_add(conn, ISCSI_IF_STAT_LOGOUTRSP_PDUS, 1);
-		conn->logout_rsp_seen = true;
+		/* Only the answer to our Logout makes the target's close expected. */
+		if (READ_ONCE(conn->logout_sent))
+			conn->logout_rsp_seen = true;
+		else
+			pr_warn_ratelimited("connection%u:%u: Logout Response to no Logout\n",
+					    conn->ifc->session->sid, conn->ifc->cid);
 		rx_to_iscsid(conn, hlen, conn->rx_buf, conn->rx_dlen);
 		break;
 	case ISCSI_OP_ASYNC_EVENT:
@@ -2045,6 +2054,7 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	}
 	conn->xmit_dead = false;
 	conn->stopping = false;
+	conn->logout_sent = false;
 	conn->logout_rsp_seen = false;
 	conn->rx_task = NULL;
 	rx_next_pdu(conn);

@@ -343,7 +343,7 @@ def main() -> None:
     ap.add_argument("--cases", default="all")
     ap.add_argument("--fuzz", type=float, default=0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--rate", type=float, default=0.05)
+    ap.add_argument("--rate", type=float, default=0.08)
     ap.add_argument("--port", type=int, default=3400)
     a = ap.parse_args()
     if not Path("/sys/module/sd_mod").exists():

@@ -496,7 +496,7 @@ class Target:
                 continue
             except OSError:
                 return
-            if self.case and self.case.rcvbuf:
+            if self.case and self.case.rcvbuf and index == 0:  # the misbehaving one only
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.case.rcvbuf)
             c = Conn(self, s, index)
             index += 1
@@ -606,7 +606,7 @@ class Case:
     digests: bool = False
     scan_opcodes: tuple[int, ...] = ()
     max_burst: int = MAX_BURST  # MaxBurstLength the target answers
-    rcvbuf: int = 0  # SO_RCVBUF of the target's sockets (0: the default)
+    rcvbuf: int = 0  # SO_RCVBUF of the target's first socket (0: the default)
     kills_inkernel: bool = False  # the in-kernel initiator oopses: left out of its run
     doc: str = ""
 
