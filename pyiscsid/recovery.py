@@ -183,12 +183,20 @@ class KernelSteps:
             node.port,
             info.isid,
         )
+        t0 = time.monotonic()
         result = login(node.address, node.port, settings, on_connected=connected)
+        t1 = time.monotonic()
         try:
             self._hand_over(sid, cid, node, result, settings.initiator_name)
         except BaseException:
             result.close()
             raise
+        log.debug(
+            "session %d: login %.0f ms, handed to the kernel in %.0f ms",
+            sid,
+            (t1 - t0) * 1e3,
+            (time.monotonic() - t1) * 1e3,
+        )
 
     def _hand_over(
         self, sid: int, cid: int, node: kernel_session.Node, result: LoginResult, initiator: str
@@ -339,6 +347,7 @@ class RecoveryManager:
 
     def _recover(self, sid: int, cid: int, reason: str) -> bool:
         log.warning("connection%d:%d error (%s): starting recovery", sid, cid, reason)
+        t0 = time.monotonic()
         try:
             self.steps.stop(sid, cid)
         except IscsiError as exc:
@@ -347,6 +356,7 @@ class RecoveryManager:
                 return False
             log.warning("connection%d:%d: STOP_CONN(RECOVER): %s", sid, cid, exc.message)
         self._set_phase(sid, ConnState.TRANSPORT_WAIT)
+        t_stopped = time.monotonic()
         with self._lock:
             not_before = self._not_before.pop(sid, 0.0)
         wait = not_before - time.monotonic()
@@ -362,6 +372,7 @@ class RecoveryManager:
                 log.info("session %d was logged out or destroyed: recovery ends", sid)
                 return False
             attempts += 1
+            t_attempt = time.monotonic()
             try:
                 self.steps.reconnect(sid, cid, lambda: self._set_phase(sid, ConnState.IN_LOGIN))
             except (IscsiError, OSError) as exc:
@@ -372,6 +383,17 @@ class RecoveryManager:
             self.recovered[sid] = attempts
             log.warning(
                 "connection%d:%d is operational after recovery (%d attempts)", sid, cid, attempts
+            )
+            now = time.monotonic()
+            log.info(
+                "connection%d:%d: recovered in %.0f ms: STOP_CONN %.0f ms, back-off and "
+                "failed tries %.0f ms, login and start %.0f ms",
+                sid,
+                cid,
+                (now - t0) * 1e3,
+                (t_stopped - t0) * 1e3,
+                (t_attempt - t_stopped) * 1e3,
+                (now - t_attempt) * 1e3,
             )
             return True
         return False  # not reached: the delays never end
