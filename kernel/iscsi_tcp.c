@@ -336,6 +336,23 @@ static struct itcp_task *task_lookup_locked(struct itcp_session *sess, u32 itt)
 	return task;
 }
 
+/*
+ * The task a PDU from the target names (under sess->lock), or NULL. Only a
+ * command that has left (or is leaving) can be answered: a target that
+ * guesses the ITT of one still waiting for the CmdSN window gets nothing,
+ * as the error handler may take such a task back at any time
+ * (task_forget_locked() in itcp_tmf()) while the receive path would go on
+ * copying into its buffer after dropping the lock.
+ */
+static struct itcp_task *rx_task_lookup_locked(struct itcp_session *sess, u32 itt)
+{
+	struct itcp_task *task = task_lookup_locked(sess, itt);
+
+	if (task && !(task->flags & (TASK_CMD_SENT | TASK_XMIT)))
+		return NULL;
+	return task;
+}
+
 /* ------------------------------------------------------------- transmit */
 
 /*
@@ -981,7 +998,7 @@ static int rx_datain_hdr(struct itcp_conn *conn, const struct iscsi_data_rsp *rh
 	stat_add(conn, ISCSI_IF_STAT_DATAIN_PDUS, 1);
 	spin_lock_bh(&sess->lock);
 	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
-	task = task_lookup_locked(sess, itt);
+	task = rx_task_lookup_locked(sess, itt);
 	spin_unlock_bh(&sess->lock);
 	if (!task) {
 		/* A task aborted or reset meanwhile: drop the data. */
@@ -1035,7 +1052,7 @@ static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 		return ISCSI_IF_ERR_PROTO;
 	spin_lock_bh(&sess->lock);
 	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
-	task = task_lookup_locked(sess, itt);
+	task = rx_task_lookup_locked(sess, itt);
 	if (!task)
 		goto out;	/* completed or aborted meanwhile */
 	sc = task_sc(task);
@@ -1224,7 +1241,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 	stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 	spin_lock_bh(&sess->lock);
 	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
-	task = task_lookup_locked(sess, itt);
+	task = rx_task_lookup_locked(sess, itt);
 	if (!task) {
 		spin_unlock_bh(&sess->lock);
 		pr_debug("SCSI Response for unknown ITT 0x%x dropped\n", itt);
@@ -1335,7 +1352,7 @@ static void rx_reject(struct itcp_conn *conn)
 	if ((rejected->opcode & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
 		return;
 	spin_lock_bh(&sess->lock);
-	task = task_lookup_locked(sess, itt_to_cpu(rejected->itt));
+	task = rx_task_lookup_locked(sess, itt_to_cpu(rejected->itt));
 	if (task)
 		done = task_finish_locked(sess, task, DID_ERROR << 16);
 	spin_unlock_bh(&sess->lock);

@@ -272,6 +272,8 @@ def run_one(name: str, target: H.Target, kmsg: Kmsg, io_kind: str, digests: bool
     r["iscsid"] = iscsid_alive()
     r["sync_failed"] = [line for line in log if "Synchronize Cache" in line and "failed" in line]
     ok_io = r["io"] in ("ok", "none") or str(r["io"]).startswith("error")
+    if r.get("after") == "wrong":  # the read after the case: wrong data is never fine
+        ok_io = False
     if (
         r["state"] == "LOGGED_IN"
         and r["devstate"] == "running"
@@ -325,6 +327,7 @@ def run_fuzz(seconds: float, seed: int, rate: float, out: Path, port: int) -> in
         r.update(seed=s, sent=fz.sent, mutated=fz.mutated, mutations=fz.log[:20])
         # a fuzzed session may fail any way but these: wrong data, a hang, the kernel log
         r["ok"] = (r["io"] not in ("wrong", "hang") and not str(r["io"]).startswith("short")
+                   and r.get("after") != "wrong"
                    and not r["dmesg_bad"] and r["iscsid"] and r["gone"])  # fmt: skip
         sessions.append(r)
         failed += not r["ok"]

@@ -928,6 +928,30 @@ def a_window_closed(c: Conn, cmd: object) -> bool:
     return True
 
 
+def a_datain_unsent_itt(c: Conn, cmd: object) -> bool:
+    """Answer the read, close the CmdSN window, then answer the commands the initiator could
+    not send yet: Data-In with GOOD status and garbage for the ITTs it is likely to use next
+    (the same generation count + 1 and + 2, blk-mq tags 0-31); then open the window again."""
+    assert isinstance(cmd, P.ScsiCommand)
+    c.window_closed = True
+    c.read_reply(cmd, _rd(c, cmd))
+
+    def spray() -> None:
+        time.sleep(1.5)  # the test's next read is queued, waiting for the window
+        gen = cmd.itt >> 16
+        junk = b"\xee" * IO_BYTES
+        for g in (gen + 1, gen + 2):
+            for tag in range(32):
+                c.send(P.DataIn(itt=(g << 16) | tag, datasn=0, buffer_offset=0, data=junk,
+                                final=True, status_present=True, **c.sn()))  # fmt: skip
+        time.sleep(0.5)
+        c.window_closed = False
+        c.send(P.NopIn(itt=RSVD, ttt=RSVD, **c.sn(advance=False)))
+
+    threading.Thread(target=spray, daemon=True).start()
+    return True
+
+
 def a_bad_hdr_digest(c: Conn, cmd: object) -> bool:
     assert isinstance(cmd, P.ScsiCommand)
     data = _rd(c, cmd)
@@ -1102,6 +1126,8 @@ CASES: dict[str, Case] = {
              doc="random StatSN/ExpCmdSN/MaxCmdSN in the read's Data-In"),
         Case("window_closed", "read", a_window_closed, persistent=True,
              doc="MaxCmdSN = ExpCmdSN - 1 from the trigger on, the read unanswered"),
+        Case("datain_unsent_itt", "read", a_datain_unsent_itt,
+             doc="Data-In with GOOD status for ITTs of commands still waiting for the window"),
         Case("bad_hdr_digest", "read", a_bad_hdr_digest, digests=True, recover=True,
              doc="a Data-In with a wrong header digest"),
         Case("bad_data_digest", "read", a_bad_data_digest, digests=True, recover=True,
