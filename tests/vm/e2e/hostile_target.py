@@ -193,7 +193,8 @@ class Conn:
         statsn = self.statsn
         if advance:
             self.statsn += 1
-        max_cmdsn = self.exp_cmdsn - 1 if self.window_closed else self.exp_cmdsn + WINDOW - 1
+        window = self.t.case.window if self.t.case else WINDOW
+        max_cmdsn = self.exp_cmdsn - 1 if self.window_closed else self.exp_cmdsn + window - 1
         return {"statsn": statsn & RSVD, "exp_cmdsn": self.exp_cmdsn & RSVD,
                 "max_cmdsn": max_cmdsn & RSVD}  # fmt: skip
 
@@ -252,7 +253,8 @@ class Conn:
             self.io.send(P.LoginResponse(
                 itt=req.itt, isid=req.isid, csg=req.csg, transit=req.transit,
                 nsg=req.nsg if req.transit else 0, tsih=self.tsih if final else 0,
-                statsn=self.statsn, exp_cmdsn=req.cmdsn, max_cmdsn=req.cmdsn + WINDOW - 1,
+                statsn=self.statsn, exp_cmdsn=req.cmdsn,
+                max_cmdsn=req.cmdsn + (self.t.case.window if self.t.case else WINDOW) - 1,
                 data=encode_text(out)))  # fmt: skip
             if final:
                 self.statsn += 1
@@ -608,6 +610,7 @@ class Case:
     max_burst: int = MAX_BURST  # MaxBurstLength the target answers
     rcvbuf: int = 0  # SO_RCVBUF of the target's first socket (0: the default)
     kills_inkernel: bool = False  # the in-kernel initiator oopses: left out of its run
+    window: int = WINDOW  # commands the CmdSN window lets through (MaxCmdSN - ExpCmdSN + 1)
     doc: str = ""
 
     def matches_scan(self, obj: object) -> bool:
@@ -921,29 +924,31 @@ def a_cmdsn_chaos(c: Conn, cmd: object) -> bool:
 
 
 def a_window_closed(c: Conn, cmd: object) -> bool:
-    """From the trigger on, MaxCmdSN = ExpCmdSN - 1 in everything the target sends, for good;
-    the read itself is never answered."""
+    """With a window of one command: the read is answered, and from then on MaxCmdSN =
+    ExpCmdSN - 1 in everything the target sends, for good (NOP-Out pings still answered). The
+    test's second read can never be sent."""
+    assert isinstance(cmd, P.ScsiCommand)
     c.window_closed = True
-    c.send(P.NopIn(itt=RSVD, ttt=RSVD, **c.sn(advance=False)))
+    c.read_reply(cmd, _rd(c, cmd))
     return True
 
 
 def a_datain_unsent_itt(c: Conn, cmd: object) -> bool:
     """Answer the read, close the CmdSN window, then answer the commands the initiator could
-    not send yet: Data-In with GOOD status and garbage for the ITTs it is likely to use next
-    (the same generation count + 1 and + 2, blk-mq tags 0-31); then open the window again."""
+    not send yet: Data-In with GOOD status and garbage for every ITT the next command can have
+    (the generation count + 1, each of the 128 blk-mq tags); then open the window again."""
     assert isinstance(cmd, P.ScsiCommand)
     c.window_closed = True
     c.read_reply(cmd, _rd(c, cmd))
 
     def spray() -> None:
         time.sleep(1.5)  # the test's next read is queued, waiting for the window
-        gen = cmd.itt >> 16
+        gen = (cmd.itt >> 16) + 1  # the generation count goes up by one a command
         junk = b"\xee" * IO_BYTES
-        for g in (gen + 1, gen + 2):
-            for tag in range(32):
-                c.send(P.DataIn(itt=(g << 16) | tag, datasn=0, buffer_offset=0, data=junk,
-                                final=True, status_present=True, **c.sn()))  # fmt: skip
+        mine = cmd.itt & 0xFFFF
+        for tag in [mine, *[t for t in range(128) if t != mine]]:  # blk-mq tags: can_queue 128
+            c.send(P.DataIn(itt=(gen << 16) | tag, datasn=0, buffer_offset=0, data=junk,
+                            final=True, status_present=True, **c.sn()))  # fmt: skip
         time.sleep(0.5)
         c.window_closed = False
         c.send(P.NopIn(itt=RSVD, ttt=RSVD, **c.sn(advance=False)))
@@ -1124,9 +1129,9 @@ CASES: dict[str, Case] = {
              doc="a SCSI Async Event whose SenseLength is beyond its segment"),
         Case("cmdsn_chaos", "read", a_cmdsn_chaos,
              doc="random StatSN/ExpCmdSN/MaxCmdSN in the read's Data-In"),
-        Case("window_closed", "read", a_window_closed, persistent=True,
-             doc="MaxCmdSN = ExpCmdSN - 1 from the trigger on, the read unanswered"),
-        Case("datain_unsent_itt", "read", a_datain_unsent_itt,
+        Case("window_closed", "read", a_window_closed, io="read2", window=1,
+             doc="a window of 1; after the read MaxCmdSN = ExpCmdSN - 1 for good"),
+        Case("datain_unsent_itt", "read", a_datain_unsent_itt, io="read2", window=1,
              doc="Data-In with GOOD status for ITTs of commands still waiting for the window"),
         Case("bad_hdr_digest", "read", a_bad_hdr_digest, digests=True, recover=True,
              doc="a Data-In with a wrong header digest"),
