@@ -347,12 +347,15 @@ def stop_session(sid: int, timeout: float = 15.0) -> None:
 def remove_devices(sid: int) -> None:
     """Delete the SCSI devices of session `sid` while its connection still runs, as a logout
     must: removing a disk flushes its write cache (SYNCHRONIZE CACHE), which has to reach the
-    target before the Logout. Only for a LOGGED_IN session: a failed one would hold the flush
-    until the replacement timeout, and the teardown fails its I/O at once instead."""
+    target before the Logout. Only for a LOGGED_IN session and a device that is running: a
+    failed session would hold the flush until the replacement timeout, an offline device would
+    wait for its timeouts; the teardown fails their I/O at once instead."""
     if sysfs.read_str(f"{sysfs.session_dir(sid)}/state") != "LOGGED_IN":
         return
     t0 = time.monotonic()
     for ddir in reversed(sysfs.scsi_device_dirs(sysfs.session_host(sid))):
+        if sysfs.read_str(f"{ddir}/state") != "running":
+            continue  # offline after errors: a flush would only wait for its timeouts
         try:
             with open(f"{ddir}/delete", "w") as f:
                 f.write("1")
