@@ -821,6 +821,7 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 	INIT_LIST_HEAD(&task->xmit_node);
 	task->flags = TASK_ACTIVE;
 	task->itt = itt;
+	task->cmdsn = 0;		/* given when it is sent (xmit_cmd) */
 	task->imm_len = 0;
 	task->unsol_left = 0;
 	task->unsol_datasn = 0;
