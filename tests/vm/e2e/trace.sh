@@ -3,7 +3,8 @@
 # Run by hand: make -C kernel && tests/vm/run-vm tests/vm/e2e/trace.sh [KO_DIR]
 # Leaves in $VM_OUT: trace.txt (tracefs, every iscsi_tcp event of one session from login to
 # logout, with markers between the steps), perf-script.txt (perf record + perf script of one
-# read), formats.txt (the events' tracefs formats), iscsid.log (iscsid -d 1) and results.txt.
+# read), hist.txt (a hist trigger on cmd_done), formats.txt (the events' tracefs formats),
+# iscsid.log (iscsid -d 1) and results.txt.
 #
 # 1. LIO ramdisk (ImmediateData=No: a write goes SCSI Command, R2T, Data-Out, SCSI Response;
 #    no NOP-In pings from LIO, none from iscsid: the sequence numbers follow each other)
@@ -56,6 +57,9 @@ echo mono >$T/trace_clock || fail "trace_clock mono"
 echo 4096 >$T/buffer_size_kb
 echo >$T/trace
 echo 1 >$T/events/iscsi_tcp/enable || fail "cannot enable the iscsi_tcp events"
+# a hist trigger (docs/tracing.md): commands and their summed latency by CDB opcode
+HIST='hist:keys=cdb.hex:vals=hitcount,latency_ns:sort=cdb'
+echo "$HIST" >$T/events/iscsi_tcp/iscsi_tcp_cmd_done/trigger || fail "hist trigger"
 echo 1 >$T/tracing_on
 
 step "login"
@@ -100,6 +104,8 @@ $ADM -m node -T $IQN -p $PORTAL --logout >/tmp/logout.out 2>&1 \
 mark end
 echo 0 >$T/tracing_on
 cp $T/trace "$VM_OUT/trace.txt"
+cp $T/events/iscsi_tcp/iscsi_tcp_cmd_done/hist "$VM_OUT/hist.txt"
+echo "!$HIST" >$T/events/iscsi_tcp/iscsi_tcp_cmd_done/trigger
 echo 0 >$T/events/iscsi_tcp/enable
 echo >$T/trace
 
