@@ -120,19 +120,39 @@ TRACE_DEFINE_ENUM(DMA_NONE);
 #define ITCP_OPS3(a, b, c)	(ITCP_OPS2(a, b) | BIT_ULL(ISCSI_OP_##c))
 #define ITCP_OPS4(a, b, c, d)	(ITCP_OPS2(a, b) | ITCP_OPS2(c, d))
 
-/* The opcode of a BHS, without the I bit. */
+/**
+ * itcp_trace_op() - the opcode of a PDU
+ * @bhs: its Basic Header Segment
+ *
+ * Return: the opcode without the I bit.
+ */
 static inline u8 itcp_trace_op(const u8 *bhs)
 {
 	return bhs[0] & ISCSI_OPCODE_MASK;
 }
 
-/* The byte at @off of a BHS if its opcode is in @ops, else 0. */
+/**
+ * itcp_trace_byte() - a byte of a BHS, for the opcodes it is defined for
+ * @bhs: the Basic Header Segment
+ * @off: the byte's offset
+ * @ops: the opcodes that have the field, BIT_ULL(opcode) each
+ *
+ * Return: the byte at @off if the PDU's opcode is in @ops, else 0.
+ */
 static inline u8 itcp_trace_byte(const u8 *bhs, unsigned int off, u64 ops)
 {
 	return ops & BIT_ULL(itcp_trace_op(bhs)) ? bhs[off] : 0;
 }
 
-/* The 32-bit word at @off of a BHS (maybe unaligned) if its opcode is in @ops, else 0. */
+/**
+ * itcp_trace_word() - a 32-bit field of a BHS, for the opcodes it is defined for
+ * @bhs: the Basic Header Segment; it may be unaligned
+ * @off: the field's offset
+ * @ops: the opcodes that have the field, BIT_ULL(opcode) each
+ *
+ * Return: the big-endian word at @off in host order if the PDU's opcode is in
+ * @ops, else 0.
+ */
 static inline u32 itcp_trace_word(const u8 *bhs, unsigned int off, u64 ops)
 {
 	__be32 v;
@@ -143,13 +163,23 @@ static inline u32 itcp_trace_word(const u8 *bhs, unsigned int off, u64 ops)
 	return be32_to_cpu(v);
 }
 
-/* The 24-bit DataSegmentLength (bytes 5-7 of every BHS). */
+/**
+ * itcp_trace_dlen() - the DataSegmentLength of a PDU
+ * @bhs: its Basic Header Segment
+ *
+ * Return: bytes 5-7 of the header: the data segment's length without padding.
+ */
 static inline u32 itcp_trace_dlen(const u8 *bhs)
 {
 	return itcp_trace_word(bhs, 4, U64_MAX) & 0xffffff;
 }
 
-/* StatSN of a PDU from the target: a Data-In has one only with the S bit. */
+/**
+ * itcp_trace_statsn() - the StatSN of a PDU from the target
+ * @bhs: its Basic Header Segment
+ *
+ * Return: the StatSN; 0 for a Data-In without the S bit, which carries none.
+ */
 static inline u32 itcp_trace_statsn(const u8 *bhs)
 {
 	if (itcp_trace_op(bhs) == ISCSI_OP_SCSI_DATA_IN && !(bhs[1] & ISCSI_FLAG_DATA_STATUS))
@@ -157,7 +187,13 @@ static inline u32 itcp_trace_statsn(const u8 *bhs)
 	return itcp_trace_word(bhs, 24, U64_MAX);
 }
 
-/* Nanoseconds since the block layer started the request, 0 if it did not time it. */
+/**
+ * itcp_trace_latency() - how long a command has taken so far
+ * @sc: the command
+ *
+ * Return: nanoseconds since the block layer started the request (its
+ * start_time_ns, where iostat's await starts), 0 if it did not time it.
+ */
 static inline u64 itcp_trace_latency(struct scsi_cmnd *sc)
 {
 	u64 start = scsi_cmd_to_rq(sc)->start_time_ns;
@@ -166,8 +202,11 @@ static inline u64 itcp_trace_latency(struct scsi_cmnd *sc)
 }
 #endif
 
-/*
- * iscsi_tcp_pdu_send: a PDU we send, when its header goes to the socket.
+/**
+ * iscsi_tcp_pdu_send - a PDU we send: its header goes to the socket
+ * @ifc: the connection
+ * @bhs: the PDU's Basic Header Segment (AHS after it); it may be unaligned
+ *
  * Fields: op, imm (the I bit), flags, itt; ttt (Target Transfer Tag of a
  * Data-Out, NOP-Out, Text or SNACK; the Referenced Task Tag of a Task
  * Management Function Request); cmdsn (none in Data-Out and SNACK);
@@ -221,9 +260,12 @@ TRACE_EVENT(iscsi_tcp_pdu_send,
 		      __entry->dlen)
 );
 
-/*
- * iscsi_tcp_pdu_recv: the header of a PDU from the target is in (header
- * digest checked), before the PDU is checked and acted on.
+/**
+ * iscsi_tcp_pdu_recv - the header of a PDU from the target is in
+ * @ifc: the connection
+ * @bhs: the PDU's Basic Header Segment (AHS after it)
+ *
+ * The header digest is checked; the PDU is not yet checked nor acted on.
  * Fields: op, flags; response (byte 2 of a SCSI, Task Management or Logout
  * Response; the reason of a Reject); status (byte 3: the SCSI status of a
  * SCSI Response, of a Data-In with the S bit); itt; ttt (Data-In, R2T,
@@ -291,10 +333,15 @@ TRACE_EVENT(iscsi_tcp_pdu_recv,
 		      __entry->ahslen, __entry->dlen)
 );
 
-/*
- * iscsi_tcp_cmd_done: a SCSI command leaves the task table with its result
- * (a SCSI Response, the status in the last Data-In, a Reject, or the stop of
- * its connection).
+/**
+ * iscsi_tcp_cmd_done - a SCSI command leaves the task table with its result
+ * @ifs: the session
+ * @sc: the command, its result set
+ * @itt: its Initiator Task Tag
+ * @cmdsn: its CmdSN
+ *
+ * The result comes from a SCSI Response, the status in the last Data-In, a
+ * Reject, or the stop of the command's connection.
  * Fields: sid, itt, cmdsn, lun; cdb (the CDB's operation code), dir, len
  * (the command's buffer), resid (what the target did not transfer); result
  * (host byte << 16 | SCSI status); latency_ns, from the block layer's start
@@ -332,13 +379,15 @@ TRACE_EVENT(iscsi_tcp_cmd_done,
 		      __entry->resid, __entry->result, __entry->latency_ns)
 );
 
-/*
- * iscsi_tcp_conn_state: a connection changes state in the data path.
- * state: bound (BIND_CONN took the socket), up (START_CONN: SCSI commands
- * may flow), failed (the receive or transmit path raised the error err),
- * stopped (STOP_CONN with the flag stop: commands failed, socket given
- * back). reason: the enum iscsi_if_err of a failure, the ISCSI_IF_STOP_*
- * flag of a stop, 0 otherwise.
+/**
+ * iscsi_tcp_conn_state - a connection changes state in the data path
+ * @ifc: the connection
+ * @state: ISCSI_IF_CONN_BOUND (BIND_CONN took the socket), _STARTED ("up":
+ *	SCSI commands may flow), _FAILED (the receive or transmit path raised a
+ *	connection error) or _STOPPED (STOP_CONN: commands failed, the socket
+ *	given back)
+ * @reason: the enum iscsi_if_err of a failure (field err), the
+ *	ISCSI_IF_STOP_* flag of a stop (field stop), 0 otherwise
  */
 TRACE_EVENT(iscsi_tcp_conn_state,
 	    TP_PROTO(const struct iscsi_if_conn *ifc, int state, int reason),
