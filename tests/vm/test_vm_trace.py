@@ -108,7 +108,7 @@ def test_events_in_tracefs(traced: tuple[VmResult, dict[str, str], list[Event]])
     formats = (result.out_dir / "formats.txt").read_text()
     # TRACE_DEFINE_ENUM: tools that parse the print fmt (perf, trace-cmd) see numbers, not names
     assert "ISCSI_IF_" not in formats and "DMA_" not in formats, formats
-    assert res["immediate_data"] == "No" and res["initial_r2t"] == "Yes", res
+    assert res["immediate_data"] == "0" and res["initial_r2t"] == "1", res
 
 
 def test_login_states(traced: tuple[VmResult, dict[str, str], list[Event]]) -> None:
@@ -221,3 +221,16 @@ def test_perf_reads_the_events(traced: tuple[VmResult, dict[str, str], list[Even
     )
     assert re.search(r"iscsi_tcp:iscsi_tcp_pdu_recv: sid=\d+ cid=0 op=SCSI_DATA_IN ", text)
     assert re.search(r"iscsi_tcp:iscsi_tcp_cmd_done: .* cdb=0x28 dir=read len=4096 ", text), text
+
+
+def test_hist_trigger(traced: tuple[VmResult, dict[str, str], list[Event]]) -> None:
+    """The hist trigger of docs/tracing.md: commands by CDB opcode with their summed latency."""
+    result, _res, events = traced
+    hist = (result.out_dir / "hist.txt").read_text()
+    dones = [e for e in events if e.name == "cmd_done"]
+    for cdb in ("0x28", "0x2a"):
+        mine = [e for e in dones if e.f["cdb"] == cdb]
+        m = re.search(rf"^{{ cdb: {cdb[2:]} }} hitcount: +(\d+) +latency_ns: +(\d+)$", hist, re.M)
+        assert m, hist
+        assert int(m[1]) == len(mine), (hist, [e.body for e in mine])
+        assert int(m[2]) == sum(e.num("latency_ns") for e in mine), hist
