@@ -50,6 +50,8 @@
 #include <scsi/scsi_tcq.h>
 
 #include "iscsi_if_kern.h"
+#define CREATE_TRACE_POINTS
+#include "iscsi_tcp_trace.h"
 
 #define ITCP_DIGEST_SIZE	4		/* CRC32C */
 #define ITCP_MAX_AHS		1020		/* TotalAHSLength is 8 bits of words */
@@ -236,6 +238,7 @@ static void stat_add(struct itcp_conn *conn, int stat, u64 n)
 static void conn_fail(struct itcp_conn *conn, enum iscsi_if_err err)
 {
 	conn->rx_state = RX_DEAD;
+	trace_iscsi_tcp_conn_state(conn->ifc, ISCSI_IF_CONN_FAILED, err);
 	iscsi_if_conn_error(conn->ifc, err);
 }
 
@@ -302,6 +305,7 @@ static struct scsi_cmnd *task_finish_locked(struct itcp_session *sess,
 	task->flags &= ~TASK_ACTIVE;
 	list_del_init(&task->xmit_node);
 	sc->result = result;
+	trace_iscsi_tcp_cmd_done(sess->ifs, sc, task->itt, task->cmdsn);
 	if (task->flags & TASK_XMIT) {
 		task->flags |= TASK_DONE_PENDING;
 		return NULL;
@@ -444,6 +448,7 @@ static int send_hdr(struct itcp_conn *conn, const void *hdr, size_t hlen, bool m
 	__le32 dgst;
 	int n = 1;
 
+	trace_iscsi_tcp_pdu_send(conn->ifc, hdr);
 	vec[0].iov_base = (void *)hdr;
 	vec[0].iov_len = hlen;
 	if (conn->hdrdgst) {
@@ -639,6 +644,7 @@ static struct scsi_cmnd *task_xmit_done_locked(struct itcp_conn *conn,
 static void xmit_failed(struct itcp_conn *conn, int err)
 {
 	WRITE_ONCE(conn->xmit_dead, true);
+	trace_iscsi_tcp_conn_state(conn->ifc, ISCSI_IF_CONN_FAILED, ISCSI_IF_ERR_XMIT_FAILED);
 	if (err != -EPIPE && err != -ECONNRESET)
 		pr_info("connection%u:%u: send failed (%d)\n",
 			conn->ifc->session->sid, conn->ifc->cid, err);
@@ -1110,6 +1116,7 @@ static int rx_hdr_done(struct itcp_conn *conn)
 	const struct iscsi_nopin *rsp = (const struct iscsi_nopin *)hdr;
 	u8 op = hdr->opcode & ISCSI_OPCODE_MASK;
 
+	trace_iscsi_tcp_pdu_recv(conn->ifc, hdr);
 	conn->rx_task = NULL;
 	conn->rx_discard = false;
 	conn->rx_crc = ~0;
@@ -2036,6 +2043,7 @@ static int itcp_bind_conn(struct iscsi_if_conn *ifc, int fd, u32 exp_statsn,
 	sess->exp_cmdsn = cmdsn;
 	sess->max_cmdsn = iscsi_sna_lt(max_cmdsn, cmdsn - 1) ? cmdsn : max_cmdsn;
 	spin_unlock_bh(&sess->lock);
+	trace_iscsi_tcp_conn_state(ifc, ISCSI_IF_CONN_BOUND, 0);
 	return 0;
 }
 
@@ -2076,6 +2084,7 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	conn->logout_rsp_seen = false;
 	conn->rx_task = NULL;
 	rx_next_pdu(conn);
+	trace_iscsi_tcp_conn_state(ifc, ISCSI_IF_CONN_STARTED, 0);
 
 	spin_lock_bh(&sess->lock);
 	sess->conn = conn;
@@ -2184,6 +2193,7 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 		scsi_done(task_sc(task));
 	}
 	itcp_release_sock(conn);
+	trace_iscsi_tcp_conn_state(ifc, ISCSI_IF_CONN_STOPPED, flag);
 }
 
 static int parse_uint(const char *v, u32 *out)

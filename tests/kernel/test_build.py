@@ -18,7 +18,15 @@ import pytest
 
 KERNEL = Path(__file__).resolve().parents[2] / "kernel"
 PYPROJECT = KERNEL.parent / "pyproject.toml"
-SOURCES = ("iscsi_if.c", "iscsi_tcp.c", "iscsi_if.h", "iscsi_if_kern.h", "Kbuild", "Makefile")
+SOURCES = (
+    "iscsi_if.c",
+    "iscsi_tcp.c",
+    "iscsi_if.h",
+    "iscsi_if_kern.h",
+    "iscsi_tcp_trace.h",
+    "Kbuild",
+    "Makefile",
+)
 
 
 def _build_dir() -> Path | None:

@@ -20,7 +20,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("kernel/iscsi_if.c", "kernel/iscsi_tcp.c", "kernel/iscsi_if.h", "kernel/iscsi_if_kern.h")
+SOURCES = (
+    "kernel/iscsi_if.c",
+    "kernel/iscsi_tcp.c",
+    "kernel/iscsi_if.h",
+    "kernel/iscsi_if_kern.h",
+    "kernel/iscsi_tcp_trace.h",
+)
 PACKAGE = "linux-source-6.1"
 TARBALL = Path("/usr/src") / f"{PACKAGE}.tar.xz"
 SCRIPTS = (
