@@ -2,7 +2,8 @@
 
     hostile_report.py INKERNEL.json OURS.json > table.md
 
-Each row: the case, what the target does, then for each initiator what the I/O returned, whether
+Each row: the case, what the target does, then for each initiator what the I/O returned and
+when (for the cases that break the connection: the recovery as the application saw it), whether
 the session came back, and the logout time. "not run" marks a case left out of a run (the
 in-kernel initiator's known crash).
 """
@@ -22,6 +23,8 @@ def cell(r: dict[str, object] | None) -> str:
     if r is None:
         return "not run"
     io = str(r["io"])
+    if r.get("io_s") is not None and io not in ("none", "no disk"):
+        io += f" in {r['io_s']} s"
     back = {"LOGGED_IN": "up", "gone": "ended", "FREE": "ended"}.get(str(r["state"]), r["state"])
     extra = "" if r.get("ok") else " **fails**"
     return f"{io}, {back}, logout {r['logout_s']} s{extra}"
