@@ -74,8 +74,13 @@ class Fuzzer:
 
     Header fields are changed before the digests are computed (the initiator sees a well-formed
     but wrong PDU); with digests on, some bytes are flipped after (a digest error must follow).
-    Payload bytes are changed only when the data digest is on: without it a changed byte cannot
-    be told from data.
+
+    Framing (a length field, a cut PDU, payload bytes) is changed only when both digests are
+    on. Without them such a change is, to the initiator, a well-formed stream carrying other
+    bytes: a longer DataSegmentLength in a Data-In pulls the next PDU's bytes into the buffer
+    just as a target sending wrong data would, and no protocol check can tell; catching it is
+    what the digests are for. So with digests off the fuzzer changes protocol fields only, and
+    wrong data after any session is a defect.
     """
 
     seed: int
@@ -98,7 +103,9 @@ class Fuzzer:
         if r.random() >= self.rate:
             return pdu.encode(hd, dd)
         self.mutated += 1
-        how = r.choice(["field", "field", "flags", "length", "bitflip", "truncate", "opcode"])
+        framing = hd and dd
+        kinds = ["field", "field", "flags", "bitflip", "opcode"]
+        how = r.choice([*kinds, "length", "truncate"] if framing else kinds)
         name = type(pdu).__name__
         if how == "field":
             names = [f for f in self.FIELDS if hasattr(pdu, f)]
@@ -124,9 +131,12 @@ class Fuzzer:
             else:
                 hdr[4] = r.choice([1, 2, 255, 0x10])
         elif how == "bitflip":
+            # without digests, not the lengths (bytes 4-7) nor the payload: see the class doc
+            spots = range(len(hdr)) if framing else [*range(4), *range(8, len(hdr))]
             for _ in range(r.randrange(1, 4)):
-                part = data if dd and data and r.random() < 0.5 else hdr
-                flips.append((part, r.randrange(len(part)), 1 << r.randrange(8)))
+                part = data if framing and data and r.random() < 0.5 else hdr
+                i = r.randrange(len(part)) if part is data else r.choice(spots)
+                flips.append((part, i, 1 << r.randrange(8)))
         late = hd or dd  # with digests on, a flipped bit must show as a digest error
 
         def flip() -> None:
