@@ -28,6 +28,7 @@
 
 #include <linux/ctype.h>
 #include <linux/idr.h>
+#include <linux/if.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -170,6 +171,12 @@ static const struct param_desc param_descs[__ISCSI_IF_PARAM_MAX] = {
 	},
 	[ISCSI_IF_PARAM_USERNAME_IN] = {
 		.kind = P_STR, .max = 255,
+	},
+	[ISCSI_IF_PARAM_NETDEV_NAME] = {
+		.kind = P_STR, .max = IFNAMSIZ - 1,
+	},
+	[ISCSI_IF_PARAM_HWADDRESS] = {
+		.kind = P_STR, .max = 63,
 	},
 };
 
@@ -466,12 +473,22 @@ static ssize_t host_netdev_show(struct device *dev, struct device_attribute *att
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
 
-	return param_text_show(s, ISCSI_IF_PARAM_IFACE_NAME, buf);
+	return param_text_show(s, ISCSI_IF_PARAM_NETDEV_NAME, buf);
 }
 
 static struct device_attribute host_attr_netdev =
 	__ATTR(netdev, 0444, host_netdev_show, NULL);
-static struct device_attribute host_attr_hwaddress = __ATTR(hwaddress, 0444, null_show, NULL);
+
+static ssize_t host_hwaddress_show(struct device *dev, struct device_attribute *attr,
+				   char *buf)
+{
+	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
+
+	return param_text_show(s, ISCSI_IF_PARAM_HWADDRESS, buf);
+}
+
+static struct device_attribute host_attr_hwaddress =
+	__ATTR(hwaddress, 0444, host_hwaddress_show, NULL);
 
 static ssize_t host_ipaddress_show(struct device *dev, struct device_attribute *attr,
 				   char *buf)
