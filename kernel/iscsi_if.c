@@ -348,7 +348,25 @@ static ssize_t recovery_tmo_show(struct device *dev, struct device_attribute *at
 
 	return sysfs_emit(buf, "%u\n", READ_ONCE(s->recovery_tmo));
 }
-static DEVICE_ATTR_RO(recovery_tmo);
+
+/*
+ * Writable as in the in-kernel transport class: multipathd sets its
+ * fast_io_fail_tmo here. It applies from the next time the session fails;
+ * iscsid does not set it again when it recovers the session.
+ */
+static ssize_t recovery_tmo_store(struct device *dev, struct device_attribute *attr,
+				  const char *buf, size_t count)
+{
+	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, cdev);
+	const struct param_desc *d = &param_descs[ISCSI_IF_PARAM_RECOVERY_TMO];
+	unsigned int tmo;
+
+	if (kstrtouint(buf, 10, &tmo) || tmo < d->min || tmo > d->max)
+		return -EINVAL;
+	WRITE_ONCE(s->recovery_tmo, tmo);
+	return count;
+}
+static DEVICE_ATTR_RW(recovery_tmo);
 
 /* Secrets never reach the kernel; the in-kernel class prints "(null)" too. */
 static ssize_t null_show(struct device *dev, struct device_attribute *attr, char *buf)

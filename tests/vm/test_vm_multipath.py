@@ -96,6 +96,9 @@ def test_multipath_survives_a_path_cut(
     result = run[0]
     result.check()
     assert res["wwid"] == WWID
+    # multipathd set its fast_io_fail_tmo as each session's replacement timeout (the records
+    # say 120 s): the failover below takes seconds because of it
+    assert res["recovery_tmo"] == "5 5"
     assert res["map"] == f"/dev/mapper/{WWID}"
     out = result.out_dir
     disk_a, disk_b = (d.removeprefix("/dev/") for d in res["disks"].split())

@@ -143,8 +143,9 @@ $ADM -m iface >"$VM_OUT/iface-list.txt" || fail "-m iface"
 $ADM -m discovery -t st -p $PA -I iface0 -I iface1 >"$VM_OUT/discovery.txt" \
 	|| fail "discovery through iface0 and iface1 (exit $?)"
 $ADM -m node -P 1 >"$VM_OUT/node-P1.txt"
-for kv in node.session.timeo.replacement_timeout=5 node.conn[0].timeo.noop_out_interval=2 \
-	node.conn[0].timeo.noop_out_timeout=2; do
+# pings every 2 s find a dead connection fast; the replacement timeout stays the record's 120 s:
+# multipathd sets it (recovery_tmo) to its fast_io_fail_tmo, 5 s, as with the in-kernel initiator
+for kv in node.conn[0].timeo.noop_out_interval=2 node.conn[0].timeo.noop_out_timeout=2; do
 	$ADM -m node -T $IQN -o update -n "${kv%%=*}" -v "${kv#*=}" || fail "update $kv"
 done
 t_login=$(now_ms)
@@ -195,6 +196,7 @@ defaults {
 	find_multipaths no
 	polling_interval 1
 	no_path_retry 30
+	fast_io_fail_tmo 5
 }
 EOF
 modprobe -a dm_multipath scsi_dh_alua 2>/dev/null || true
@@ -205,6 +207,8 @@ wait_mp "${disk_b#/dev/} .*active ready" 30 || { cat /tmp/mp.txt; fail "multipat
 grep -q "${disk_a#/dev/} .*active ready" /tmp/mp.txt || { cat /tmp/mp.txt; fail "path A not in the map"; }
 cp /tmp/mp.txt "$VM_OUT/multipath-ll-up.txt"
 result map_ms $(($(now_ms) - t_mp))
+# multipathd wrote its fast_io_fail_tmo into each session's recovery_tmo
+result recovery_tmo "$(cat /sys/class/iscsi_session/session$sid_a/recovery_tmo) $(cat /sys/class/iscsi_session/session$sid_b/recovery_tmo)"
 map=/dev/mapper/$wwid_a
 [ -b $map ] || fail "no $map"
 result map "$map"

@@ -7,7 +7,7 @@ set -u
 . tests/vm/lib.sh
 dest=${1:-tests/data/openiscsi}
 mkdir -p "$dest"
-rm -f "$dest"/[0-9][0-9]-*.txt
+rm -f "$dest"/[0-9][0-9]-*.txt "$dest"/[0-9][0-9][0-9]-*.txt
 n=0
 
 # cap NAME COMMAND...: run it, save stdout/stderr/exit verbatim
@@ -141,6 +141,13 @@ cap node-list-after-iface-delete iscsiadm -m node
 # iface records: iface0 bound to a netdev (lo), iface1 to a hwaddress (lo's), discovery and
 # node records through them, sessions through them (iscsid started again), their deletion
 LOMAC=00:00:00:00:00:00
+iscsid || echo "iscsid did not start again"
+for ((i = 0; i < 100; i++)); do
+	rc=0
+	iscsiadm -m session >/dev/null 2>&1 || rc=$?
+	[ "$rc" != 20 ] && break
+	sleep 0.1
+done
 cap iface-new iscsiadm -m iface -I iface0 -o new
 cap iface-new-again iscsiadm -m iface -I iface0 -o new
 cap iface-update-netdev iscsiadm -m iface -I iface0 -o update -n iface.net_ifacename -v lo
@@ -168,13 +175,6 @@ cap node-nosuch-iface iscsiadm -m node -T $T1 -p $P1 -I nosuch
 cap node-new-iface iscsiadm -m node -o new -T $TN -p $P1 -I iface0
 cap iface-update-ip iscsiadm -m iface -I iface0 -o update -n iface.ipaddress -v 127.0.0.1
 cap node-show-new-iface iscsiadm -m node -T $TN -p $P1 -I iface0
-iscsid || echo "iscsid did not start again"
-for ((i = 0; i < 100; i++)); do
-	rc=0
-	iscsiadm -m session >/dev/null 2>&1 || rc=$?
-	[ "$rc" != 20 ] && break
-	sleep 0.1
-done
 cap login-iface0 iscsiadm -m node -T $T1 -p $P1 -I iface0 --login
 cap login-iface1 iscsiadm -m node -T $T1 -p $P2 -I iface1 --login
 cap session-P1-ifaces iscsiadm -m session -P 1
