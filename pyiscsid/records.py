@@ -423,7 +423,7 @@ def iface_dump(name: str, transport_name: str) -> str:
 
 # The ifaces every initiator has without a record (open-iscsi's built-in ones): name -> transport.
 BUILTIN_IFACES = {"default": "tcp", "iser": "iser"}
-IFACE_NAME_MAX = 64  # open-iscsi's ISCSI_MAX_IFACE_LEN, with its NUL
+IFACE_NAME_MAX = 65  # open-iscsi's ISCSI_MAX_IFACE_LEN, with its NUL: 64 characters
 _IFACE_BY_NAME = {p.name: p for p in IFACE_PARAMS}
 # The keys that bind an iface's connections to the network, in open-iscsi's order of precedence.
 IFACE_NETDEV = "iface.net_ifacename"
@@ -433,7 +433,7 @@ _NOT_SET = ("", "default")  # open-iscsi's DEFAULT_NETDEV / DEFAULT_HWADDRESS / 
 
 
 def check_iface_name(name: str) -> str:
-    """An iface name as open-iscsi accepts one (1 to 63 characters) that is also safe as a
+    """An iface name as open-iscsi accepts one (1 to 64 characters) that is also safe as a
     file name (open-iscsi keeps each iface in a file of that name); IscsiError(INVAL) if not."""
     if (
         not isinstance(name, str)

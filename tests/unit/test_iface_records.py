@@ -33,8 +33,8 @@ def db(tmp_path: Path) -> Database:
 
 def test_names() -> None:
     assert check_iface_name("iface0") == "iface0"
-    assert check_iface_name("x" * 63) == "x" * 63
-    for bad in ("", "x" * 64, "a/b", ".", "..", "a b", "a\nb"):
+    assert check_iface_name("x" * 64) == "x" * 64
+    for bad in ("", "x" * 65, "a/b", ".", "..", "a b", "a\nb"):
         with pytest.raises(IscsiError) as exc:
             IfaceRecord(bad)
         assert exc.value.code == Err.INVAL
