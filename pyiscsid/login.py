@@ -576,9 +576,8 @@ def login(
                 f"login to {_fmt_portal(address, port)} timed out after "
                 f"{settings.login_timeout:g} seconds",
             )
-        netdev = settings.netdev
-        if not netdev and settings.hwaddress:
-            netdev = netdev_of_hwaddress(settings.hwaddress)
+        # a hwaddress binding wins over a netdev one, as in open-iscsi
+        netdev = netdev_of_hwaddress(settings.hwaddress) if settings.hwaddress else settings.netdev
         sock = connect(
             address, port, remaining, settings.tcp_window_size, netdev, settings.source_address
         )
