@@ -174,6 +174,17 @@ done
 
 # ---------------------------------------------------------------------------------------------
 step "udev and multipathd"
+# before udev runs `multipath -u` on the disks: every path is a multipath path
+mkdir -p /etc/multipath
+cat >/etc/multipath.conf <<'EOF'
+defaults {
+	user_friendly_names no
+	find_multipaths no
+	polling_interval 1
+	no_path_retry 30
+	fast_io_fail_tmo 5
+}
+EOF
 export SYSTEMD_IGNORE_CHROOT=1 # udevadm ignores requests in a chroot, which the guest's /init is
 /lib/systemd/systemd-udevd --daemon
 udevadm control --ping --timeout=30 || fail "systemd-udevd does not answer"
@@ -189,16 +200,6 @@ wwid_a=$(udevadm info -q property -n $disk_a | sed -n 's/^ID_SERIAL=//p')
 wwid_b=$(udevadm info -q property -n $disk_b | sed -n 's/^ID_SERIAL=//p')
 result wwid "$wwid_a"
 [ -n "$wwid_a" ] && [ "$wwid_a" = "$wwid_b" ] || fail "the two disks' WWIDs differ: '$wwid_a' '$wwid_b'"
-mkdir -p /etc/multipath
-cat >/etc/multipath.conf <<'EOF'
-defaults {
-	user_friendly_names no
-	find_multipaths no
-	polling_interval 1
-	no_path_retry 30
-	fast_io_fail_tmo 5
-}
-EOF
 modprobe -a dm_multipath scsi_dh_alua 2>/dev/null || true
 multipathd -d -s -v 3 >"$VM_OUT/multipathd.log" 2>&1 &
 MPD_PID=$!
