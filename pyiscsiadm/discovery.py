@@ -253,7 +253,7 @@ def sendtargets_with_retries(
     19 otherwise. Raises IscsiError with the exit code; the messages are printed already.
     """
     from pyiscsid.discovery import sendtargets
-    from pyiscsid.login import LoginError
+    from pyiscsid.login import BindError, LoginError
     from pyiscsid.records import discovery_login_settings
 
     name, alias = env.initiator()
@@ -296,6 +296,8 @@ def sendtargets_with_retries(
                     output.error(e.message)
                 raise IscsiError(e.code) from None
             output.error(e.message)  # "cannot make connection to ...": try again
+            if isinstance(e, BindError):  # open-iscsi then reports the connect as failed
+                output.error(f"cannot make connection to {host}: {e.reason}")
             failures += 1
         except OSError as e:
             output.error(f"cannot make connection to {host}: {e.strerror or e}")

@@ -195,29 +195,45 @@ def _addresses(address: str, port: int) -> list[Any]:
         raise IscsiError(Err.TRANS, f"cannot resolve host name {address}: {reason}") from None
 
 
+class BindError(IscsiError):
+    """A connection that cannot be bound to its iface (TRANS). `message` is open-iscsi's line
+    about the binding; `reason` what it then reports the connect failed with (open-iscsi's
+    `cannot make connection to ADDR: REASON`, "Success" when no system call failed)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(Err.TRANS, message)
+        self.reason = reason
+
+
+ARPHRD_ETHER = "1"  # /sys/class/net/DEV/type of an Ethernet device
+
+
 def netdev_of_hwaddress(hwaddress: str) -> str:
-    """The network device with this MAC address (case does not matter), from
-    /sys/class/net/*/address; IscsiError(TRANS) naming the address when there is none."""
+    """The Ethernet device with this MAC address (case does not matter), from
+    /sys/class/net/*/{type,address}; only Ethernet devices count (not lo), as in open-iscsi.
+    BindError naming the address when there is none."""
     root = f"{sysfs.sysfs_root()}/class/net"
     try:
         names = sorted(os.listdir(root))
     except OSError:
         names = []
     for name in names:
-        if (sysfs.read_str(f"{root}/{name}/address")).lower() == hwaddress.lower():
+        if sysfs.read_str(f"{root}/{name}/type") != ARPHRD_ETHER:
+            continue
+        if sysfs.read_str(f"{root}/{name}/address").lower() == hwaddress.lower():
             return name
-    raise IscsiError(Err.TRANS, f"Cannot match {hwaddress} to net/scsi interface.")
+    raise BindError(f"Cannot match {hwaddress} to net/scsi interface.", "Success")
 
 
 def _bind(s: socket.socket, family: int, netdev: str, source_address: str) -> None:
     """Make the connection leave through `netdev` (SO_BINDTODEVICE) and/or from
-    `source_address` (bind() before connect, any port); IscsiError(TRANS) if it cannot."""
+    `source_address` (bind() before connect, any port); BindError if it cannot."""
     if netdev:
         try:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, netdev.encode() + b"\0")
         except OSError as e:
-            raise IscsiError(
-                Err.TRANS, f"Could not bind connection to {netdev}: {e.strerror or e}"
+            raise BindError(
+                f"Could not bind connection 0 to {netdev}", e.strerror or str(e)
             ) from None
     if source_address:
         try:
@@ -226,8 +242,8 @@ def _bind(s: socket.socket, family: int, netdev: str, source_address: str) -> No
             )
             s.bind(infos[0][4])
         except (OSError, socket.gaierror) as e:
-            raise IscsiError(
-                Err.TRANS, f"Could not bind {source_address} to conn: {e.strerror or e}"
+            raise BindError(
+                f"Could not bind {source_address} to conn.", e.strerror or str(e)
             ) from None
 
 

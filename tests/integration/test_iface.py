@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pyiscsid.errors import Err, IscsiError
-from pyiscsid.login import connect, netdev_of_hwaddress
+from pyiscsid.errors import Err
+from pyiscsid.login import BindError, connect, netdev_of_hwaddress
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +59,29 @@ def test_netdev_binding(listener: socket.socket) -> None:
     bound = sock.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
     assert bound.rstrip(b"\0") == b"lo"
     _peer_of_next(listener, sock)
-    with pytest.raises(IscsiError) as exc:
+    with pytest.raises(BindError) as exc:
         connect("127.0.0.1", port, 5.0, netdev="nosuchdev0")
     assert exc.value.code == Err.TRANS
-    assert exc.value.message == "Could not bind connection to nosuchdev0: No such device"
+    assert exc.value.message == "Could not bind connection 0 to nosuchdev0"
+    assert exc.value.reason == "No such device"
 
 
 def test_hwaddress_lookup() -> None:
-    assert netdev_of_hwaddress(LO_MAC) == "lo"
-    with pytest.raises(IscsiError) as exc:
-        netdev_of_hwaddress("02:00:5e:ff:ff:fe")
-    assert exc.value.message == "Cannot match 02:00:5e:ff:ff:fe to net/scsi interface."
+    """Only Ethernet devices are looked up (open-iscsi's rule): lo's all-zero MAC is no match
+    (the capture 82 shows open-iscsi refusing it the same way)."""
+    for mac in (LO_MAC, "02:00:5e:ff:ff:fe"):
+        with pytest.raises(BindError) as exc:
+            netdev_of_hwaddress(mac)
+        assert exc.value.message == f"Cannot match {mac} to net/scsi interface."
+        assert exc.value.reason == "Success"
+    net = Path("/sys/class/net")
+    ether = [d for d in sorted(net.iterdir()) if (d / "type").read_text().strip() == "1"]
+    if not ether:
+        pytest.skip("no Ethernet device on this machine")
+    mac = (ether[0] / "address").read_text().strip()
+    assert netdev_of_hwaddress(mac.upper()) == next(
+        d.name for d in ether if (d / "address").read_text().strip() == mac
+    )
 
 
 @pytest.fixture
@@ -114,7 +126,12 @@ def test_discovery_through_ifaces(env: dict[str, str], tgtd) -> None:  # type: i
     # through an iface whose device does not exist: the connection cannot be made
     code, out, err = adm(env, "-m", "discovery", "-t", "st", "-p", p, "-I", "nowhere")
     assert (code, out) == (int(Err.PDU_TIMEOUT), "")
-    assert "iscsiadm: Could not bind connection to nosuchdev0: No such device\n" in err
+    assert err == (
+        "iscsiadm: Could not bind connection 0 to nosuchdev0\n"
+        "iscsiadm: cannot make connection to 127.0.0.1: No such device\n"
+        "iscsiadm: connection login retries (reopen_max) 0 exceeded\n"
+        "iscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n"
+    )
     # through the two others: one record each, carrying its iface's binding
     code, out, err = adm(env, "-m", "discovery", "-t", "st", "-p", p, "-I", "bysrc", "-I", "bydev")
     assert (code, out, err) == (0, f"{p},1 {A}\n{p},1 {A}\n", "")

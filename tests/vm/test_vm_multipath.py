@@ -53,9 +53,10 @@ def test_each_session_goes_through_its_iface(run: tuple[Any, dict[str, str]]) ->
     result = run[0]
     # without the binding, the kernel would send to either portal through vA0
     assert res["route_unbound_pb"] == "dev vA0"
-    # the local address of each connection is its interface's
-    assert re.fullmatch(r"10\.1\.1\.2:\d+", res["conn_a"]), res["conn_a"]
-    assert re.fullmatch(r"10\.2\.2\.2:\d+", res["conn_b"]), res["conn_b"]
+    # the local address of each connection is its interface's, and ss shows the socket bound
+    # to that device (ADDRESS%DEVICE)
+    assert re.fullmatch(r"10\.1\.1\.2%vA0:\d+", res["conn_a"]), res["conn_a"]
+    assert re.fullmatch(r"10\.2\.2\.2%vB0:\d+", res["conn_b"]), res["conn_b"]
     # 8 MiB written through disk A leave by vA0, through disk B by vB0; the other interface
     # carries only pings and their like meanwhile
     assert int(res["tx_a_vA0"]) >= 8 * MIB
@@ -114,7 +115,7 @@ def test_multipath_survives_a_path_cut(
     assert int(res["fio_written_bytes"]) == 32 * MIB
     assert int(res["fio_verified_bytes"]) == 32 * MIB
     # the same session came back through iface0's interface
-    assert re.fullmatch(r"10\.1\.1\.2:\d+", res["conn_a_after"]), res["conn_a_after"]
+    assert re.fullmatch(r"10\.1\.1\.2%vA0:\d+", res["conn_a_after"]), res["conn_a_after"]
     assert res["leftover_nodes"] == "0"
     with capsys.disabled():
         print(
