@@ -9,7 +9,8 @@ VPY := $(VENV)/bin/python
 # systemd-analyze and systemd-socket-activate; the rest: the VM tier, tests/vm/run-vm boots
 # Debian's kernel in QEMU with the host root shared read-only).
 APT_PKGS := tgt linux-image-amd64 linux-headers-amd64 qemu-system-x86 fio sg3-utils kmod \
-	e2fsprogs busybox-static open-iscsi linux-source-6.1 perl python3-venv dkms groff-base systemd
+	e2fsprogs busybox-static open-iscsi linux-source-6.1 perl python3-venv dkms groff-base systemd \
+	multipath-tools iproute2
 
 # OpenStack os-brick, unmodified from PyPI, in a venv of its own: tests/vm/test_vm_osbrick.py runs
 # it in the guest (in-process, as root) against our stack. The guest sees this machine's files

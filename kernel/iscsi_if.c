@@ -28,6 +28,7 @@
 
 #include <linux/ctype.h>
 #include <linux/idr.h>
+#include <linux/if.h>
 #include <linux/kernel.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -170,6 +171,12 @@ static const struct param_desc param_descs[__ISCSI_IF_PARAM_MAX] = {
 	},
 	[ISCSI_IF_PARAM_USERNAME_IN] = {
 		.kind = P_STR, .max = 255,
+	},
+	[ISCSI_IF_PARAM_NETDEV_NAME] = {
+		.kind = P_STR, .max = IFNAMSIZ - 1,
+	},
+	[ISCSI_IF_PARAM_HWADDRESS] = {
+		.kind = P_STR, .max = 63,
 	},
 };
 
@@ -341,7 +348,25 @@ static ssize_t recovery_tmo_show(struct device *dev, struct device_attribute *at
 
 	return sysfs_emit(buf, "%u\n", READ_ONCE(s->recovery_tmo));
 }
-static DEVICE_ATTR_RO(recovery_tmo);
+
+/*
+ * Writable as in the in-kernel transport class: multipathd sets its
+ * fast_io_fail_tmo here. It applies from the next time the session fails;
+ * iscsid does not set it again when it recovers the session.
+ */
+static ssize_t recovery_tmo_store(struct device *dev, struct device_attribute *attr,
+				  const char *buf, size_t count)
+{
+	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, cdev);
+	const struct param_desc *d = &param_descs[ISCSI_IF_PARAM_RECOVERY_TMO];
+	unsigned int tmo;
+
+	if (kstrtouint(buf, 10, &tmo) || tmo < d->min || tmo > d->max)
+		return -EINVAL;
+	WRITE_ONCE(s->recovery_tmo, tmo);
+	return count;
+}
+static DEVICE_ATTR_RW(recovery_tmo);
 
 /* Secrets never reach the kernel; the in-kernel class prints "(null)" too. */
 static ssize_t null_show(struct device *dev, struct device_attribute *attr, char *buf)
@@ -466,12 +491,22 @@ static ssize_t host_netdev_show(struct device *dev, struct device_attribute *att
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
 
-	return param_text_show(s, ISCSI_IF_PARAM_IFACE_NAME, buf);
+	return param_text_show(s, ISCSI_IF_PARAM_NETDEV_NAME, buf);
 }
 
 static struct device_attribute host_attr_netdev =
 	__ATTR(netdev, 0444, host_netdev_show, NULL);
-static struct device_attribute host_attr_hwaddress = __ATTR(hwaddress, 0444, null_show, NULL);
+
+static ssize_t host_hwaddress_show(struct device *dev, struct device_attribute *attr,
+				   char *buf)
+{
+	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
+
+	return param_text_show(s, ISCSI_IF_PARAM_HWADDRESS, buf);
+}
+
+static struct device_attribute host_attr_hwaddress =
+	__ATTR(hwaddress, 0444, host_hwaddress_show, NULL);
 
 static ssize_t host_ipaddress_show(struct device *dev, struct device_attribute *attr,
 				   char *buf)

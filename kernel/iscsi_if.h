@@ -126,6 +126,8 @@ enum iscsi_if_param {
 	ISCSI_IF_PARAM_TGT_RESET_TMO,
 	ISCSI_IF_PARAM_USERNAME,		/* shown in sysfs only */
 	ISCSI_IF_PARAM_USERNAME_IN,
+	ISCSI_IF_PARAM_NETDEV_NAME,		/* iface.net_ifacename: iscsi_host netdev */
+	ISCSI_IF_PARAM_HWADDRESS,		/* iface.hwaddress: iscsi_host hwaddress */
 	__ISCSI_IF_PARAM_MAX,
 };
 

@@ -209,7 +209,8 @@ class Options:
         self.op_names: list[str] = []
         self.targetname: str | None = None
         self.portal: Portal | None = None
-        self.iface: str | None = None
+        self.iface: str | None = None  # the first -I
+        self.ifaces: list[str] = []  # every -I, in order (discovery binds to each)
         self.disc_type: str | None = None  # "sendtargets", or the raw text for unsupported types
         self.params: list[tuple[str, str]] = []
         self.pending_name: str | None = None
@@ -343,7 +344,9 @@ def _apply(
     elif ch == "I":
         if not arg or len(arg) > 64:
             raise UsageError([f"Invalid iface name {arg}. Must be from 1 to 64 characters."])
-        o.iface = arg
+        o.ifaces.append(arg)
+        if o.iface is None:
+            o.iface = arg
     elif ch == "V":
         o.version = True
     elif ch == "h":

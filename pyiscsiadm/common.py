@@ -284,3 +284,20 @@ def session_matches(s: SessionInfo, opts: Options, default_port: int = -1) -> bo
         if port != -1 and s.persistent_port != port:
             return False
     return not (opts.iface and s.iface != opts.iface)
+
+
+def in_use(rec: NodeRecord, sessions: list[SessionInfo]) -> str | None:
+    """open-iscsi's refusal to delete a record a session uses (None: no session uses it)."""
+    for s in sessions:
+        if (
+            s.target == rec.target
+            and s.persistent_address.lower() == rec.address.lower()
+            and s.persistent_port == rec.port
+            and (s.iface or "default") == rec.iface
+        ):
+            return (
+                f"This command will remove the record [iface: {rec.iface}, target: "
+                f"{rec.target}, portal: {rec.address},{rec.port}], but a session is using "
+                "it. Logout session then rerun command to remove record."
+            )
+    return None

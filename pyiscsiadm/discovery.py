@@ -11,14 +11,37 @@ from pyiscsid.errors import Err, IscsiError, err_to_str
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
-    from pyiscsid.records import DiscoveryRecord, NodeRecord
+    from pyiscsid.records import DiscoveryRecord, IfaceRecord, NodeRecord
     from pyiscsid.settings import DiscoveredTarget
+
+
+def bound_ifaces(env: Env) -> list[IfaceRecord] | None:
+    """The ifaces discovery binds the node records it makes to (and discovers through): each
+    -I that exists (one that does not is reported and dropped, as open-iscsi drops it); without
+    -I, every iface record of the tcp transport, or the built-in `default` when there is none.
+    None when every -I named an iface that does not exist."""
+    from pyiscsiadm.iface import lookup
+    from pyiscsid.records import IfaceRecord
+
+    if not env.opts.ifaces:
+        found = [i for i in env.db.ifaces() if i.transport == "tcp"]
+        return found or [IfaceRecord("default")]
+    ifaces: list[IfaceRecord] = []
+    for name in env.opts.ifaces:
+        iface = lookup(env, name)
+        if iface is None:
+            output.error(
+                f"Could not read iface info for {name}. Make sure an iface config with the file "
+                f"name and iface.iscsi_ifacename {name} is in /etc/iscsi/ifaces."
+            )
+            continue
+        if all(i.name != iface.name for i in ifaces):
+            ifaces.append(iface)
+    return ifaces or None
 
 
 def run(env: Env) -> int:
     o = env.opts
-    if o.iface is not None and o.iface != "default":
-        raise fail(f"Could not read iface info for {o.iface}.", Err.NOMEM)
     ops = o.op_names
     dbmode = o.mode == "discoverydb"
     if o.disc_type == "sendtargets" and not (dbmode and (ops or not (o.discover or o.login))):
@@ -168,25 +191,37 @@ def run_sendtargets(env: Env, address: str, port: int, persist: bool) -> list[No
 
 
 def discover_with(env: Env, drec: DiscoveryRecord, persist: bool) -> list[NodeRecord]:
+    """SendTargets through each iface discovery binds to (bound_ifaces), each over its own
+    connection through that iface, as open-iscsi runs one discovery session per iface; the
+    node records of every reply, in order."""
+    from pyiscsiadm.iface import bind
     from pyiscsid.records import NodeRecord
 
-    try:
-        targets = sendtargets_with_retries(env, drec)
-    except IscsiError as e:
-        output.error(f"Could not perform SendTargets discovery: {err_to_str(e.code)}")
-        raise Exit(e.code) from None
-    if not any(t.portals for t in targets):
+    ifaces = bound_ifaces(env)
+    if ifaces is None:
+        raise Exit(Err.NO_OBJS_FOUND)
+    replies: list[tuple[IfaceRecord, list[DiscoveredTarget]]] = []
+    for iface in ifaces:
+        try:
+            replies.append((iface, sendtargets_with_retries(env, drec, iface)))
+        except IscsiError as e:
+            output.error(f"Could not perform SendTargets discovery: {err_to_str(e.code)}")
+            raise Exit(e.code) from None
+    if not any(t.portals for _iface, targets in replies for t in targets):
         if persist:
             env.db.save_discovery(drec)
         raise fail("No portals found", Err.NO_OBJS_FOUND)
-    if persist:
-        return env.db.apply_sendtargets(drec, targets, env.config)
     recs = []
-    for t in targets:
-        for p in t.portals:
-            rec = NodeRecord.new(t.name, p.address, p.port, p.tpgt, config=env.config)
-            rec.set_discovery(drec.address, drec.port, "send_targets")
-            recs.append(rec)
+    for iface, targets in replies:
+        if persist:
+            recs += env.db.apply_sendtargets(drec, targets, env.config, [iface])
+            continue
+        for t in targets:
+            for p in t.portals:
+                rec = NodeRecord.new(t.name, p.address, p.port, p.tpgt, config=env.config)
+                bind(rec, iface)
+                rec.set_discovery(drec.address, drec.port, "send_targets")
+                recs.append(rec)
     return recs
 
 
@@ -206,7 +241,9 @@ def _reopen_max(drec: DiscoveryRecord) -> int:
         return 5
 
 
-def sendtargets_with_retries(env: Env, drec: DiscoveryRecord) -> list[DiscoveredTarget]:
+def sendtargets_with_retries(
+    env: Env, drec: DiscoveryRecord, iface: IfaceRecord | None = None
+) -> list[DiscoveredTarget]:
     """SendTargets through a discovery record, reconnecting as open-iscsi's discovery does.
 
     A portal that cannot be reached, or a target error (status class 3), is retried
@@ -216,11 +253,11 @@ def sendtargets_with_retries(env: Env, drec: DiscoveryRecord) -> list[Discovered
     19 otherwise. Raises IscsiError with the exit code; the messages are printed already.
     """
     from pyiscsid.discovery import sendtargets
-    from pyiscsid.login import LoginError
+    from pyiscsid.login import BindError, LoginError
     from pyiscsid.records import discovery_login_settings
 
     name, alias = env.initiator()
-    settings = discovery_login_settings(drec, name, alias)
+    settings = discovery_login_settings(drec, name, alias, iface)
     reopen_max = _reopen_max(drec)
     host = drec.address
     failures = 0
@@ -259,6 +296,8 @@ def sendtargets_with_retries(env: Env, drec: DiscoveryRecord) -> list[Discovered
                     output.error(e.message)
                 raise IscsiError(e.code) from None
             output.error(e.message)  # "cannot make connection to ...": try again
+            if isinstance(e, BindError):  # open-iscsi then reports the connect as failed
+                output.error(f"cannot make connection to {host}: {e.reason}")
             failures += 1
         except OSError as e:
             output.error(f"cannot make connection to {host}: {e.strerror or e}")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from pyiscsiadm import output
-from pyiscsiadm.common import Env, Exit, fail, login_records, logout_sessions, session_matches
+from pyiscsiadm.common import (
+    Env,
+    Exit,
+    fail,
+    in_use,
+    login_records,
+    logout_sessions,
+    session_matches,
+)
 from pyiscsid.errors import Err, IscsiError, err_to_str
 
 TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts faster
 if TYPE_CHECKING:
     from pyiscsid.records import NodeRecord
-    from pyiscsid.sysfs import SessionInfo
 
 STARTUP_MODES = ("all", "manual", "automatic", "onboot")
 # node mode's port when -p gives none, for records and sessions alike (open-iscsi's)
@@ -19,7 +26,10 @@ ISCSI_LISTEN_PORT = 3260
 def run(env: Env) -> int:
     o = env.opts
     if o.iface is not None and o.iface != "default":
-        raise fail(f"Could not read iface info for {o.iface}.", Err.NOMEM)
+        from pyiscsiadm.iface import lookup
+
+        if lookup(env, o.iface) is None:
+            raise fail(f"Could not read iface info for {o.iface}.", Err.NOMEM)
     if o.login_all is not None:
         return login_all(env, o.login_all)
     if o.logout_all is not None:
@@ -166,22 +176,6 @@ def nonpersistent(env: Env) -> int:
     return 0
 
 
-def in_use(rec: NodeRecord, sessions: list[SessionInfo]) -> str | None:
-    """open-iscsi's refusal to delete a record a session uses (None: no session uses it)."""
-    for s in sessions:
-        if (
-            s.target == rec.target
-            and s.persistent_address.lower() == rec.address.lower()
-            and s.persistent_port == rec.port
-        ):
-            return (
-                f"This command will remove the record [iface: {rec.iface}, target: "
-                f"{rec.target}, portal: {rec.address},{rec.port}], but a session is using "
-                "it. Logout session then rerun command to remove record."
-            )
-    return None
-
-
 def delete(env: Env) -> int:
     from pyiscsid import sysfs
 
@@ -208,16 +202,20 @@ def op_new(env: Env) -> int:
     port = o.portal.port if o.portal.port != -1 else ISCSI_LISTEN_PORT
     if not o.targetname:
         return new_from_sendtargets(env, o.portal.address, port)
+    from pyiscsiadm.iface import bind, lookup
+
+    iface = lookup(env, o.iface) if o.iface else None
     try:
         rec = NodeRecord.new(
             o.targetname, o.portal.address, port, o.portal.tpgt, o.iface or "default", env.config
         )
+        bind(rec, iface)
         for name, value in o.params:
             rec.set(name, value)
         rec = env.db.add_node(rec)
     except IscsiError as e:
         raise fail(f"Error while adding record: {e.message}", e.code) from None
-    output.info(output.new_node(rec))
+    output.info(output.new_node(rec, rec.params))
     return 0
 
 

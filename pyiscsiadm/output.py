@@ -90,14 +90,26 @@ def sort_nodes(recs: Iterable[N]) -> list[N]:
     )
 
 
-def iface_text(iface: str) -> str:
-    """The iface part of `New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] ...]`."""
-    return f"tcp:[hw=,ip=,net_if=,iscsi_if={iface}]"
+def iface_text(
+    iface: str, transport: str = "tcp", hwaddress: str = "", ipaddress: str = "", netdev: str = ""
+) -> str:
+    """The iface part of `New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] ...]`
+    (open-iscsi's iface_fmt)."""
+    return f"{transport}:[hw={hwaddress},ip={ipaddress},net_if={netdev},iscsi_if={iface}]"
 
 
-def new_node(rec: NodeLike) -> str:
+def new_node(rec: NodeLike, params: dict[str, str] | None = None) -> str:
+    """`New iSCSI node [...] added`; `params`: the record's keys, for its iface binding."""
     where = f"{rec.address},{rec.port},{rec.tpgt} {rec.target}"
-    return f"New iSCSI node [{iface_text(rec.iface)} {where}] added"
+    p = params or {}
+    iface = iface_text(
+        rec.iface,
+        p.get("iface.transport_name") or "tcp",
+        p.get("iface.hwaddress", ""),
+        p.get("iface.ipaddress", ""),
+        p.get("iface.net_ifacename", ""),
+    )
+    return f"New iSCSI node [{iface} {where}] added"
 
 
 def login_target(iface: str, target: str, address: str, port: int) -> str:
@@ -304,13 +316,23 @@ def session_tree(
     return lines
 
 
+def session_iface_name(s: SessionInfo) -> str:
+    """The `Iface Name:` of a session. As libopeniscsiusr 2.1.8 names the iface of a software
+    iSCSI host: the session's ifacename, except for a host bound by hwaddress, which it names
+    TRANSPORT.HWADDRESS.ipv4|ipv6.0 (the form hardware iSCSI hosts' ifaces have)."""
+    if s.hwaddress and s.hwaddress != "default":
+        family = "ipv4" if "." in s.ipaddress or ":" not in s.ipaddress else "ipv6"
+        return f"{s.transport}.{s.hwaddress}.{family}.0"
+    return s.iface
+
+
 def _interface(s: SessionInfo) -> list[str]:
     ip = s.ipaddress
     return [
         "\t\t**********",
         "\t\tInterface:",
         "\t\t**********",
-        f"\t\tIface Name: {_or_unknown(s.iface)}",
+        f"\t\tIface Name: {_or_unknown(session_iface_name(s))}",
         f"\t\tIface Transport: {_or_unknown(s.transport)}",
         f"\t\tIface Initiatorname: {_or_unknown(s.initiatorname)}",
         f"\t\tIface IPaddress: {UNKNOWN if not ip else ip if '.' in ip else f'[{ip}]'}",

@@ -292,6 +292,9 @@ class Iscsid:
         t0 = time.monotonic()
         if not kernel_available():
             raise IscsiError(Err.TRANS_NOT_FOUND)
+        transport = rec.get("iface.transport_name") or "tcp"
+        if transport != "tcp":  # iface iser, say: no transport of that name here
+            raise IscsiError(Err.TRANS_NOT_FOUND, f"no {transport} transport (iface {rec.iface})")
         with self._lock_for(f"{rec.target}\0{rec.address.lower()}\0{rec.port}\0{rec.iface}"):
             sessions = sysfs.session_identities()
             present = sum(

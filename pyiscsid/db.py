@@ -1,9 +1,11 @@
-"""The persistent database: node.db and discovery.db.
+"""The persistent database: node.db, discovery.db and iface.db.
 
 Each file is an SQLite database in the layout of Python 3.13's `dbm.sqlite3` (one table
-`Dict(key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)`), keyed by the 6-hex-digit record id, the
-value being the record's JSON. Both files are opened on one SQLite connection (discovery.db
-attached), so one transaction covers both; `BEGIN IMMEDIATE` makes every change exclusive across
+`Dict(key BLOB UNIQUE NOT NULL, value BLOB NOT NULL)`), the value being the record's JSON, the
+key the 6-hex-digit record id (node and discovery records) or the iface name (iface records,
+whose name is their identity, as open-iscsi's /etc/iscsi/ifaces/NAME files). The files are
+opened on one SQLite connection (discovery.db and iface.db attached), so one transaction covers
+them all; `BEGIN IMMEDIATE` makes every change exclusive across
 processes and the rollback journal makes it atomic, also across the two files, if a process dies.
 """
 
@@ -17,6 +19,7 @@ from contextlib import contextmanager, suppress
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.records import (
     DiscoveryRecord,
+    IfaceRecord,
     NodeRecord,
     check_record_id,
     discovery_record_id,
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
 DEFAULT_DB_DIR = "/var/db/iscsi"
 NODE_DB = "node.db"
 DISCOVERY_DB = "discovery.db"
+IFACE_DB = "iface.db"
 BUSY_TIMEOUT = 30.0  # seconds to wait for another process's transaction
 MAX_PROBES = 4096
 
@@ -44,6 +48,13 @@ def db_dir(directory: str | os.PathLike[str] | None = None) -> str:
     return os.environ.get("ISCSI_DB_DIR") or DEFAULT_DB_DIR
 
 
+def _create_private(path: str) -> None:
+    """Create an empty database file readable by root only, unless it exists or cannot be made
+    (a reader without write access then sees no iface records)."""
+    with suppress(OSError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+
+
 def _node_key(rec: NodeRecord) -> tuple[str, str, int, str]:
     return (rec.target, rec.address, rec.port, rec.iface)
 
@@ -55,6 +66,7 @@ class Database:
         self.directory = db_dir(directory)
         self.node_path = os.path.join(self.directory, NODE_DB)
         self.discovery_path = os.path.join(self.directory, DISCOVERY_DB)
+        self.iface_path = os.path.join(self.directory, IFACE_DB)
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._depth = 0
@@ -83,7 +95,7 @@ class Database:
     def _create_files(self) -> None:
         try:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
-            for path in (self.node_path, self.discovery_path):
+            for path in (self.node_path, self.discovery_path, self.iface_path):
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 os.close(fd)
         except OSError as exc:
@@ -98,10 +110,17 @@ class Database:
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.node_path, timeout=BUSY_TIMEOUT, isolation_level=None)
-            for schema, path in (("main", self.node_path), ("disc", self.discovery_path)):
+            schemas = (
+                ("main", self.node_path),
+                ("disc", self.discovery_path),
+                ("ifc", self.iface_path),
+            )
+            for schema, path in schemas:
                 try:
-                    if schema == "disc":
-                        conn.execute("ATTACH DATABASE ? AS disc", (path,))
+                    if schema != "main":
+                        if schema == "ifc":
+                            _create_private(path)  # iface.db came later: older databases lack it
+                        conn.execute(f"ATTACH DATABASE ? AS {schema}", (path,))
                     conn.execute(f"PRAGMA {schema}.schema_version").fetchone()
                     # Rollback journal: atomic across both files (WAL is not), works on any FS.
                     conn.execute(f"PRAGMA {schema}.journal_mode = DELETE").fetchone()
@@ -186,7 +205,7 @@ class Database:
         return self._conn
 
     def _rows(self, conn: sqlite3.Connection, schema: str) -> list[tuple[bytes, bytes]]:
-        path = self.node_path if schema == "main" else self.discovery_path
+        path = {"main": self.node_path, "disc": self.discovery_path}.get(schema, self.iface_path)
         try:
             rows = conn.execute(f"SELECT key, value FROM {schema}.Dict").fetchall()
         except sqlite3.DatabaseError as exc:
@@ -409,10 +428,16 @@ class Database:
         disc: DiscoveryRecord,
         targets: list[DiscoveredTarget],
         config: Mapping[str, str] | None = None,
+        ifaces: list[IfaceRecord] | None = None,
     ) -> list[NodeRecord]:
-        """Record a SendTargets reply in one transaction (see the module's users' complaints:
-        rediscovery keeps every setting made on existing nodes and only updates their tpgt)."""
+        """Record a SendTargets reply in one transaction: a node record for each portal of each
+        target through each iface (`ifaces`, default: the built-in `default`), its iface.* keys
+        copied from the iface. Rediscovery keeps every setting made on existing nodes and only
+        updates their tpgt; a record found through this portal and one of these ifaces that the
+        reply no longer names is deleted."""
         result: list[NodeRecord] = []
+        bound = ifaces or [IfaceRecord("default")]
+        names = {i.name for i in bound}
         with self.transaction():
             disc = self.save_discovery(disc)
             conn = self._write_conn()
@@ -420,33 +445,82 @@ class Database:
             by_key = {_node_key(r): r for r in existing}
             taken = {r.record_id for r in existing}
             reported: set[tuple[str, str, int]] = set()
-            for target in targets:
-                for portal in target.portals:
-                    address = strip_brackets(portal.address)
-                    ident = (target.name, address.lower(), portal.port)
-                    if ident in reported:
-                        continue
-                    reported.add(ident)
-                    key = (target.name, address, portal.port, "default")
-                    rec = by_key.get(key) or next(
-                        (r for k, r in by_key.items() if _same_portal(k, key)), None
-                    )
-                    if rec is None:
-                        rec = NodeRecord.new(
-                            target.name, address, portal.port, portal.tpgt, config=config
+            for iface in bound:
+                seen: set[tuple[str, str, int]] = set()
+                for target in targets:
+                    for portal in target.portals:
+                        address = strip_brackets(portal.address)
+                        ident = (target.name, address.lower(), portal.port)
+                        if ident in seen:
+                            continue
+                        seen.add(ident)
+                        reported.add(ident)
+                        key = (target.name, address, portal.port, iface.name)
+                        rec = by_key.get(key) or next(
+                            (r for k, r in by_key.items() if _same_portal(k, key)), None
                         )
-                        rec.record_id = self._free_node_id(rec, taken)
-                        taken.add(rec.record_id)
-                        by_key[_node_key(rec)] = rec
-                    rec.tpgt = portal.tpgt
-                    rec.set_discovery(disc.address, disc.port, "send_targets")
-                    self._put("main", rec.record_id, rec.to_json())
-                    result.append(rec)
+                        if rec is None:
+                            rec = NodeRecord.new(
+                                target.name, address, portal.port, portal.tpgt, config=config
+                            )
+                            if iface.name != "default":
+                                rec.apply_iface(iface)
+                            rec.record_id = self._free_node_id(rec, taken)
+                            taken.add(rec.record_id)
+                            by_key[_node_key(rec)] = rec
+                        rec.tpgt = portal.tpgt
+                        rec.set_discovery(disc.address, disc.port, "send_targets")
+                        self._put("main", rec.record_id, rec.to_json())
+                        result.append(rec)
             for rec in existing:
                 ident = (rec.target, rec.address.lower(), rec.port)
-                if _found_through(rec, disc) and ident not in reported:
+                if _found_through(rec, disc) and rec.iface in names and ident not in reported:
                     self._delete("main", rec.record_id)
         return result
+
+    # -- iface records ------------------------------------------------------------------------
+
+    def ifaces(self) -> list[IfaceRecord]:
+        """Every iface record (not the built-in ifaces), by name in byte order (the order of
+        open-iscsi's alphasort listing of its ifaces directory)."""
+        with self._reading() as conn:
+            rows = [] if conn is None else self._rows(conn, "ifc")
+        recs = [self._decode_iface(key, value) for key, value in rows]
+        return sorted(recs, key=lambda r: r.name.encode())
+
+    def _decode_iface(self, key: bytes, value: bytes) -> IfaceRecord:
+        try:
+            rec = IfaceRecord.from_json(value)
+            if rec.name.encode() != key:
+                raise IscsiError(Err.IDBM, f"named {rec.name!r}")
+        except (IscsiError, UnicodeDecodeError) as exc:
+            raise IscsiError(Err.IDBM, f"{self.iface_path}: record {key!r}: {exc}") from None
+        return rec
+
+    def find_iface(self, name: str) -> IfaceRecord | None:
+        """The iface record of that name (None for a built-in iface or one that does not
+        exist)."""
+        with self._reading() as conn:
+            if conn is None:
+                return None
+            try:
+                row = conn.execute(
+                    "SELECT key, value FROM ifc.Dict WHERE key = CAST(? AS BLOB)",
+                    (name.encode(),),
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._corrupt(self.iface_path, exc) from None
+        return None if row is None else self._decode_iface(bytes(row[0]), bytes(row[1]))
+
+    def save_iface(self, rec: IfaceRecord) -> None:
+        """Store an iface record, replacing the one of the same name."""
+        with self.transaction():
+            self._put("ifc", rec.name, rec.to_json())
+
+    def delete_iface(self, name: str) -> bool:
+        """Delete an iface record; False if there was none of that name."""
+        with self.transaction():
+            return bool(self._delete("ifc", name))
 
 
 def _same_portal(a: tuple[str, str, int, str], b: tuple[str, str, int, str]) -> bool:

@@ -131,6 +131,11 @@ def _rec_str(record: Node, name: str) -> str:
         return ""
 
 
+def _iface_value(record: Node, name: str) -> str:
+    value = _rec_str(record, name)
+    return "" if value == "default" else value
+
+
 def session_params(
     record: Node, login: LoginResult, initiator_name: str = ""
 ) -> list[tuple[Param, str, bool]]:
@@ -186,6 +191,9 @@ def session_params(
         *((p, str(_rec_int(record, name, default))) for p, name, default in session_timeouts),
         (Param.USERNAME, _rec_str(record, "node.session.auth.username")),
         (Param.USERNAME_IN, _rec_str(record, "node.session.auth.username_in")),
+        # the iface binding, for iscsi_host's netdev and hwaddress (unset: "default")
+        (Param.NETDEV_NAME, _iface_value(record, "iface.net_ifacename")),
+        (Param.HWADDRESS, _iface_value(record, "iface.hwaddress")),
     ]
     return [(p, v, True) for p, v in conn] + [(p, v, False) for p, v in sess]
 

@@ -11,12 +11,14 @@ transport failures) carrying open-iscsi's exit code.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pyiscsid import sysfs
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.negotiation import (
     NegotiatedParams,
@@ -193,10 +195,71 @@ def _addresses(address: str, port: int) -> list[Any]:
         raise IscsiError(Err.TRANS, f"cannot resolve host name {address}: {reason}") from None
 
 
-def connect(address: str, port: int, timeout: float, window_size: int = 0) -> socket.socket:
+class BindError(IscsiError):
+    """A connection that cannot be bound to its iface (TRANS). `message` is open-iscsi's line
+    about the binding; `reason` what it then reports the connect failed with (open-iscsi's
+    `cannot make connection to ADDR: REASON`, "Success" when no system call failed)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(Err.TRANS, message)
+        self.reason = reason
+
+
+ARPHRD_ETHER = "1"  # /sys/class/net/DEV/type of an Ethernet device
+
+
+def netdev_of_hwaddress(hwaddress: str) -> str:
+    """The Ethernet device with this MAC address (case does not matter), from
+    /sys/class/net/*/{type,address}; only Ethernet devices count (not lo), as in open-iscsi.
+    BindError naming the address when there is none."""
+    root = f"{sysfs.sysfs_root()}/class/net"
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        names = []
+    for name in names:
+        if sysfs.read_str(f"{root}/{name}/type") != ARPHRD_ETHER:
+            continue
+        if sysfs.read_str(f"{root}/{name}/address").lower() == hwaddress.lower():
+            return name
+    raise BindError(f"Cannot match {hwaddress} to net/scsi interface.", "Success")
+
+
+def _bind(s: socket.socket, family: int, netdev: str, source_address: str) -> None:
+    """Make the connection leave through `netdev` (SO_BINDTODEVICE) and/or from
+    `source_address` (bind() before connect, any port); BindError if it cannot."""
+    if netdev:
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, netdev.encode() + b"\0")
+        except OSError as e:
+            raise BindError(
+                f"Could not bind connection 0 to {netdev}", e.strerror or str(e)
+            ) from None
+    if source_address:
+        try:
+            infos = socket.getaddrinfo(
+                source_address, 0, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST
+            )
+            s.bind(infos[0][4])
+        except (OSError, socket.gaierror) as e:
+            raise BindError(
+                f"Could not bind {source_address} to conn.", e.strerror or str(e)
+            ) from None
+
+
+def connect(
+    address: str,
+    port: int,
+    timeout: float,
+    window_size: int = 0,
+    netdev: str = "",
+    source_address: str = "",
+) -> socket.socket:
     """A TCP connection to a portal, with open-iscsi-like messages on failure. `window_size`
     (node.conn[0].tcp.window_size, 0: the kernel's autotuning) sets both socket buffers before
-    the connection is made, as open-iscsi does, so the window scale is negotiated for it."""
+    the connection is made, as open-iscsi does, so the window scale is negotiated for it.
+    `netdev` and `source_address` (an iface's binding) fix the device the connection leaves
+    by and its local address."""
     deadline = time.monotonic() + timeout
     infos = _addresses(address, port)
     last: IscsiError | None = None
@@ -209,6 +272,7 @@ def connect(address: str, port: int, timeout: float, window_size: int = 0) -> so
             if window_size > 0:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window_size)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, window_size)
+            _bind(s, family, netdev, source_address)
             s.settimeout(remaining)
             s.connect(sockaddr)
         except TimeoutError:
@@ -216,6 +280,10 @@ def connect(address: str, port: int, timeout: float, window_size: int = 0) -> so
             last = IscsiError(
                 Err.TRANS_TIMEOUT, f"cannot make connection to {address}: Connection timed out"
             )
+            continue
+        except IscsiError as e:
+            s.close()
+            last = e
             continue
         except OSError as e:
             s.close()
@@ -524,7 +592,11 @@ def login(
                 f"login to {_fmt_portal(address, port)} timed out after "
                 f"{settings.login_timeout:g} seconds",
             )
-        sock = connect(address, port, remaining, settings.tcp_window_size)
+        # a hwaddress binding wins over a netdev one, as in open-iscsi
+        netdev = netdev_of_hwaddress(settings.hwaddress) if settings.hwaddress else settings.netdev
+        sock = connect(
+            address, port, remaining, settings.tcp_window_size, netdev, settings.source_address
+        )
         try:
             if on_connected is not None:
                 on_connected()

@@ -418,8 +418,151 @@ def iface_dump(name: str, transport_name: str) -> str:
     """`iscsiadm -m iface -I NAME` of an iface with nothing set but its name and transport (the
     built-in ones), as open-iscsi 2.1.8 prints it: the node record's iface.* keys, IPv4 family."""
     params = {"iface.iscsi_ifacename": name, "iface.transport_name": transport_name}
-    table = [p for p in NODE_PARAMS if p.name.startswith("iface.")]
-    return _dump(params, table, False, "ipv4")
+    return _dump(params, IFACE_PARAMS, False, "ipv4")
+
+
+# The ifaces every initiator has without a record (open-iscsi's built-in ones): name -> transport.
+BUILTIN_IFACES = {"default": "tcp", "iser": "iser"}
+IFACE_NAME_MAX = 65  # open-iscsi's ISCSI_MAX_IFACE_LEN, with its NUL: 64 characters
+_IFACE_BY_NAME = {p.name: p for p in IFACE_PARAMS}
+# The keys that bind an iface's connections to the network, in open-iscsi's order of precedence.
+IFACE_NETDEV = "iface.net_ifacename"
+IFACE_HWADDRESS = "iface.hwaddress"
+IFACE_IPADDRESS = "iface.ipaddress"
+_NOT_SET = ("", "default")  # open-iscsi's DEFAULT_NETDEV / DEFAULT_HWADDRESS / ... spell "default"
+
+
+def check_iface_name(name: str) -> str:
+    """An iface name as open-iscsi accepts one (1 to 64 characters) that is also safe as a
+    file name (open-iscsi keeps each iface in a file of that name); IscsiError(INVAL) if not."""
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name.encode()) < IFACE_NAME_MAX
+        or "/" in name
+        or name in (".", "..")
+        or any(c.isspace() or ord(c) < 0x20 for c in name)
+    ):
+        raise IscsiError(
+            Err.INVAL,
+            f"Invalid iface name {name}. Must be from 1 to {IFACE_NAME_MAX - 1} characters.",
+        )
+    return name
+
+
+def is_set(value: str) -> bool:
+    """Whether an iface binding value (netdev, hwaddress, ipaddress) is set: not empty and not
+    open-iscsi's placeholder `default`."""
+    return value not in _NOT_SET
+
+
+@recordclass
+class IfaceRecord:
+    """An iface: the iface.* keys of a node record under a name of their own (records compare
+    equal field by field). Node records made through it carry a copy of its keys; updating it
+    updates them (as open-iscsi does)."""
+
+    name: str
+    params: dict[str, str]
+
+    def __init__(self, name: str, params: dict[str, str] | None = None) -> None:
+        self.name = check_iface_name(name)
+        self.params = {p.name: p.default for p in IFACE_PARAMS}
+        for key, value in (params or {}).items():
+            param = _IFACE_BY_NAME.get(key)
+            if param is None:
+                raise IscsiError(Err.INVAL, f"invalid iface parameter name '{key}'")
+            self.params[key] = value if value == param.default else param.validate(value)
+        self.params["iface.iscsi_ifacename"] = self.name
+
+    def __repr__(self) -> str:
+        return f"IfaceRecord(name={self.name!r}, netdev={self.netdev!r}, ip={self.ipaddress!r})"
+
+    @classmethod
+    def builtin(cls, name: str) -> IfaceRecord | None:
+        """The built-in iface of that name (default, iser), None for any other name."""
+        transport = BUILTIN_IFACES.get(name)
+        if transport is None:
+            return None
+        return cls(name, {"iface.transport_name": transport})
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.name in BUILTIN_IFACES
+
+    @property
+    def transport(self) -> str:
+        return self.params["iface.transport_name"]
+
+    @property
+    def netdev(self) -> str:
+        return self.params[IFACE_NETDEV]
+
+    @property
+    def hwaddress(self) -> str:
+        return self.params[IFACE_HWADDRESS]
+
+    @property
+    def ipaddress(self) -> str:
+        return self.params[IFACE_IPADDRESS]
+
+    @property
+    def initiatorname(self) -> str:
+        return self.params["iface.initiatorname"]
+
+    @property
+    def bound_by_hwaddress(self) -> bool:
+        return is_set(self.hwaddress)
+
+    @property
+    def bound_by_netdev(self) -> bool:
+        return is_set(self.netdev)
+
+    @property
+    def family(self) -> str:
+        """Which family's keys a dump shows: decided by the name, as open-iscsi decides it."""
+        return "ipv6" if "ipv6" in self.name else "ipv4"
+
+    def param(self, name: str) -> Param:
+        """The iface parameter of that name; IscsiError(INVAL) for any other name."""
+        param = _IFACE_BY_NAME.get(name)
+        if param is None:
+            raise IscsiError(Err.INVAL, f"Cannot modify {name}. Invalid param name.")
+        return param
+
+    def set(self, name: str, value: str) -> None:
+        param = self.param(name)
+        if not param.modifiable:
+            raise IscsiError(
+                Err.INVAL,
+                f"Cannot modify {name}. It is used to look up the record and cannot be changed.",
+            )
+        self.params[name] = param.validate(value)
+
+    def dump(self) -> str:
+        """`iscsiadm -m iface -I NAME`: '# BEGIN RECORD 2.1.8', the iface keys, '# END RECORD'."""
+        return _dump(self.params, IFACE_PARAMS, False, self.family)
+
+    def flat(self) -> str:
+        """One line of `iscsiadm -m iface`: name transport,hwaddress,ipaddress,netdev,initiator."""
+        fields = (self.transport, self.hwaddress, self.ipaddress, self.netdev, self.initiatorname)
+        return f"{self.name} " + ",".join(v or "<empty>" for v in fields)
+
+    def to_json(self) -> bytes:
+        obj = {"kind": "iface", "version": 1, "name": self.name, "params": self.params}
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> IfaceRecord:
+        obj = _load_json(data, "iface")
+        try:
+            return cls(
+                _get_field(obj, "name", str, "iface"),
+                {k: v for k, v in obj["params"].items() if k in _IFACE_BY_NAME},
+            )
+        except IscsiError as exc:
+            if exc.code == Err.IDBM:
+                raise
+            raise _bad_json("iface", exc.message) from None
 
 
 def _bad_json(kind: str, detail: str) -> IscsiError:
@@ -556,6 +699,18 @@ class NodeRecord:
             self.port = _check_port(int(value))
         self.params[param.name] = value
         self._sync()
+
+    def apply_iface(self, iface: IfaceRecord) -> None:
+        """Bind the record to an iface: its name and a copy of its iface.* keys."""
+        self.iface = iface.name
+        self.params.update(iface.params)
+        self._sync()
+
+    def iface_record(self) -> IfaceRecord:
+        """The iface this record's copy of the iface.* keys describes."""
+        return IfaceRecord(
+            self.iface, {k: v for k, v in self.params.items() if k in _IFACE_BY_NAME}
+        )
 
     def set_discovery(self, address: str, port: int, type: str = "send_targets") -> None:
         """Remember the discovery portal this record was found through."""
@@ -811,6 +966,18 @@ def login_settings(
         initial_login_retry_max=int(get("node.session.initial_login_retry_max")),
         operational=operational,
         tcp_window_size=int(get(_CONN + "tcp.window_size")),
+    ).bound_to(*iface_binding(rec.iface_record()))
+
+
+def iface_binding(iface: IfaceRecord) -> tuple[str, str, str, str]:
+    """(iface name, netdev, hwaddress, source address) of an iface, "" for what is not set:
+    LoginSettings.bound_to's arguments."""
+    netdev, hwaddress, ipaddress = iface.netdev, iface.hwaddress, iface.ipaddress
+    return (
+        iface.name,
+        netdev if is_set(netdev) else "",
+        hwaddress if is_set(hwaddress) else "",
+        strip_brackets(ipaddress) if is_set(ipaddress) else "",
     )
 
 
@@ -823,7 +990,10 @@ def nr_sessions(rec: NodeRecord) -> int:
 
 
 def discovery_login_settings(
-    rec: DiscoveryRecord, initiator_name: str, initiator_alias: str = ""
+    rec: DiscoveryRecord,
+    initiator_name: str,
+    initiator_alias: str = "",
+    iface: IfaceRecord | None = None,
 ) -> LoginSettings:
     """What a SendTargets discovery session's login needs, from a discovery record."""
     from pyiscsid.settings import LoginSettings
@@ -838,11 +1008,12 @@ def discovery_login_settings(
         "DataDigest": "None",
         "MaxRecvDataSegmentLength": get(_ST + "iscsi.MaxRecvDataSegmentLength"),
     }
-    return LoginSettings(
-        initiator_name=initiator_name,
+    settings = LoginSettings(
+        initiator_name=(iface.initiatorname if iface is not None else "") or initiator_name,
         target_name=None,
         initiator_alias=initiator_alias,
         auth=_auth(get, _ST + "auth.", DISC_CHAP_ALGS),
         login_timeout=float(get(_ST + "timeo.login_timeout")),
         operational=operational,
     )
+    return settings if iface is None else settings.bound_to(*iface_binding(iface))

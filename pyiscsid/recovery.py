@@ -136,7 +136,13 @@ def reinstatement_settings(
     if record is not None:
         settings = login_settings(record, name, initiator_alias)
     else:
-        settings = LoginSettings(initiator_name=name, target_name=info.target)
+        # no record left: the session's iface binding as sysfs shows it (netdev, hwaddress)
+        settings = LoginSettings(initiator_name=name, target_name=info.target).bound_to(
+            info.iface,
+            "" if info.netdev in ("", "default") else info.netdev,
+            "" if info.hwaddress in ("", "default") else info.hwaddress,
+            "",
+        )
     settings.initiator_name = name  # the I_T nexus must be the same one
     try:
         isid = bytes.fromhex(info.isid)

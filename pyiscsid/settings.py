@@ -40,6 +40,23 @@ class LoginSettings:
     operational: dict[str, str] = field(default_factory=dict)
     max_redirects: int = 8
     tcp_window_size: int = 0  # SO_RCVBUF and SO_SNDBUF (node.conn[0].tcp.window_size); 0: auto
+    # The iface the connection goes through (iface.*): the network device it leaves by
+    # (SO_BINDTODEVICE; a hwaddress is looked up to its device) and the source address it is
+    # bound to (bind()); "" for each: the kernel's routing decides.
+    iface_name: str = "default"
+    netdev: str = ""
+    hwaddress: str = ""
+    source_address: str = ""
+
+    def bound_to(
+        self, iface_name: str, netdev: str, hwaddress: str, source_address: str
+    ) -> LoginSettings:
+        """These settings with the connection bound to an iface (see the fields)."""
+        self.iface_name = iface_name
+        self.netdev = netdev
+        self.hwaddress = hwaddress
+        self.source_address = source_address
+        return self
 
     @property
     def session_type(self) -> str:

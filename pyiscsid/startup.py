@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def rediscover(config: dict[str, str], initiator: tuple[str, str]) -> int:
-    """SendTargets again through every discovery record set to start automatically; the number
-    of node records it produced or updated."""
+    """SendTargets again through every discovery record set to start automatically, through
+    each iface record of the tcp transport (the built-in `default` when there is none), as
+    `iscsiadm -m discovery` without -I does; the number of node records it produced or
+    updated."""
     from pyiscsid.db import Database
     from pyiscsid.discovery import sendtargets
-    from pyiscsid.records import discovery_login_settings
+    from pyiscsid.records import IfaceRecord, discovery_login_settings
 
     with Database() as db:
         drecs = [
@@ -43,14 +45,17 @@ def rediscover(config: dict[str, str], initiator: tuple[str, str]) -> int:
             for d in db.discoveries()
             if d.type == "sendtargets" and d.get("discovery.startup") == "automatic"
         ]
+        ifaces = [i for i in db.ifaces() if i.transport == "tcp"] or [IfaceRecord("default")]
     found = 0
-    for drec in drecs:
+    for drec, iface in ((d, i) for d in drecs for i in ifaces):
         where = f"{drec.address}:{drec.port}"
+        if iface.name != "default":
+            where += f" (iface {iface.name})"
         try:
-            settings = discovery_login_settings(drec, *initiator)
+            settings = discovery_login_settings(drec, *initiator, iface)
             targets = sendtargets(drec.address, drec.port, settings)
             with Database() as db:
-                found += len(db.apply_sendtargets(drec, targets, config))
+                found += len(db.apply_sendtargets(drec, targets, config, [iface]))
         except IscsiError as e:
             log.error("startup rediscovery through %s failed: %s", where, e.message)
         except OSError as e:

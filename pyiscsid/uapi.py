@@ -197,6 +197,8 @@ class Param(IntEnum):
     TGT_RESET_TMO = auto()
     USERNAME = auto()
     USERNAME_IN = auto()
+    NETDEV_NAME = auto()
+    HWADDRESS = auto()
 
 
 class Stop(IntEnum):

@@ -396,3 +396,67 @@ def test_node_mode_portal_without_port_means_3260(fake, capsys) -> None:
     add_session(root, 1, 0, T1, port=3261)
     out, err, code = run(capsys, "-m", "node", "-T", T1, "-p", "127.0.0.1", "--logout")
     assert (out, err, code) == ("", "iscsiadm: No matching sessions found\n", 21)
+
+
+def _iface_session(
+    root: Path, sid: int, host: int, iface: str, netdev: str, hwaddress: str
+) -> None:
+    """A session to T1 through an iface, as iscsi_if shows it: the session's ifacename, the
+    host's netdev and hwaddress (empty: not bound that way)."""
+    add_session(root, sid, host, T1, luns={})
+    sdir = root / "class" / "iscsi_session" / f"session{sid}"
+    (sdir / "ifacename").write_text(f"{iface}\n")
+    hdir = root / "class" / "iscsi_host" / f"host{host}"
+    (hdir / "netdev").write_text(f"{netdev}\n")
+    (hdir / "hwaddress").write_text(f"{hwaddress}\n")
+
+
+def test_session_through_iface_matches_capture(fake, capsys) -> None:
+    """92: the iface, netdev and address of a session through iface0 (bound to lo)."""
+    root, _ = fake
+    _iface_session(root, 12, 11, "iface0", "lo", "")
+    want = capture("92")
+    assert run(capsys, "-m", "session", "-P", "1") == (want.stdout, want.stderr, want.exit)
+
+
+def test_session_bound_by_hwaddress_is_named_as_libopeniscsiusr_names_it(fake, capsys) -> None:
+    """A host bound by hwaddress: libopeniscsiusr 2.1.8 names its iface TRANSPORT.HWADDRESS.
+    ipv4.0 in -P 1 (open-iscsi itself cannot bind to lo's MAC, so there is no capture of it)."""
+    root, _ = fake
+    _iface_session(root, 3, 2, "iface1", "", "52:54:00:12:34:56")
+    out, err, code = run(capsys, "-m", "session", "-P", "1")
+    assert (err, code) == ("", 0)
+    assert "\t\tIface Name: tcp.52:54:00:12:34:56.ipv4.0\n" in out
+    assert "\t\tIface HWaddress: 52:54:00:12:34:56\n\t\tIface Netdev: default\n" in out
+
+
+def test_iface_operations_while_a_session_uses_it(fake, capsys) -> None:
+    """93-95: an update warns, a delete and a new are refused (exit 15), as open-iscsi."""
+    root, _ = fake
+    assert run(capsys, "-m", "iface", "-I", "iface0", "-o", "new")[2] == 0
+    run(
+        capsys,
+        "-m",
+        "iface",
+        "-I",
+        "iface0",
+        "-o",
+        "update",
+        "-n",
+        "iface.net_ifacename",
+        "-v",
+        "lo",
+    )
+    for target in (T1, "iqn.2026-11.test:t2"):
+        out, err, code = run(
+            capsys, "-m", "node", "-o", "new", "-T", target, "-p", "127.0.0.1:3260", "-I", "iface0"
+        )
+        assert code == 0, err
+    _iface_session(root, 12, 11, "iface0", "lo", "")
+    for nn in ("93", "94", "95"):
+        want = capture(nn)
+        argv = want.command.split()[1:]
+        assert (nn, run(capsys, *argv)) == (nn, (want.stdout, want.stderr, want.exit))
+    # 94 deleted the record no session used, and kept the one in use
+    out, _, _ = run(capsys, "-m", "node")
+    assert out == f"127.0.0.1:3260,4294967295 {T1}\n"

@@ -17,7 +17,7 @@ import pytest
 
 from pyiscsid.db import Database
 from pyiscsid.errors import Err, IscsiError
-from pyiscsid.records import DiscoveryRecord, NodeRecord, node_record_id
+from pyiscsid.records import DiscoveryRecord, IfaceRecord, NodeRecord, node_record_id
 from pyiscsid.settings import DiscoveredTarget, TargetPortal
 
 T1 = "iqn.2003-01.org.example:t1"
@@ -72,7 +72,7 @@ def test_files_and_modes(db):
     finally:
         os.umask(old)
     assert stat.S_IMODE(Path(db.directory).stat().st_mode) == 0o700
-    for name in ("node.db", "discovery.db"):
+    for name in ("node.db", "discovery.db", "iface.db"):
         path = Path(db.directory) / name
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert path.read_bytes()[:16] == b"SQLite format 3\0"
@@ -96,11 +96,12 @@ def test_python313_dbm_reads_files(db):
     n1 = db.add_node(node())
     n2 = db.add_node(node(T2, "fe80::1"))
     d1 = db.save_discovery(DiscoveryRecord.new("10.0.0.1", 3260))
+    db.save_iface(IfaceRecord("iface0", {"iface.net_ifacename": "eth1"}))
     db.close()
     script = (
         "import dbm, json, sys\n"
         "out = {}\n"
-        "for name in ('node.db', 'discovery.db'):\n"
+        "for name in ('node.db', 'discovery.db', 'iface.db'):\n"
         "    path = sys.argv[1] + '/' + name\n"
         "    assert dbm.whichdb(path) == 'dbm.sqlite3', dbm.whichdb(path)\n"
         "    with dbm.open(path, 'r') as d:\n"
@@ -116,6 +117,7 @@ def test_python313_dbm_reads_files(db):
     assert out["node.db"][n2.record_id]["address"] == "fe80::1"
     assert out["node.db"][n1.record_id]["params"]["node.name"] == T1
     assert list(out["discovery.db"]) == [d1.record_id]
+    assert out["iface.db"]["iface0"]["params"]["iface.net_ifacename"] == "eth1"
     # and our files are still ours afterwards (no WAL conversion by a read-only open)
     assert Database(db.directory).nodes() == sorted([n1, n2], key=lambda r: r.target)
 
@@ -350,7 +352,7 @@ def test_killed_writer_leaves_old_content(db):
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-@pytest.mark.parametrize("name", ["node.db", "discovery.db"])
+@pytest.mark.parametrize("name", ["node.db", "discovery.db", "iface.db"])
 def test_corrupt_file(db, name):
     db.add_node(node())
     db.save_discovery(DiscoveryRecord.new("10.0.0.1", 3260))

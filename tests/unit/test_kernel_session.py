@@ -97,9 +97,24 @@ def test_session_params(login: LoginResult) -> None:
         Param.TGT_RESET_TMO: "30",
         Param.USERNAME: "joe",
         Param.USERNAME_IN: "",
+        Param.NETDEV_NAME: "",  # the default iface binds to nothing: the host shows "default"
+        Param.HWADDRESS: "",
     }
     # every parameter of the header is handed over
     assert {p for p, _ in got} == set(Param)
+
+
+def test_session_params_carry_the_iface_binding(login: LoginResult) -> None:
+    from pyiscsid.records import IfaceRecord
+
+    rec = NodeRecord(IQN, "127.0.0.1", 3260, tpgt=-1)
+    rec.apply_iface(
+        IfaceRecord("iface0", {"iface.net_ifacename": "veth1", "iface.hwaddress": "default"})
+    )
+    got = {p: v for p, v, _ in ks.session_params(rec, login)}
+    assert got[Param.IFACE_NAME] == "iface0"
+    assert got[Param.NETDEV_NAME] == "veth1"
+    assert got[Param.HWADDRESS] == ""  # open-iscsi's placeholder "default": not set
 
 
 def test_xmit_cap_and_tpgt_fallback(login: LoginResult) -> None:

@@ -61,7 +61,8 @@ def test_params_and_small_enums() -> None:
     assert uapi.Param.RECV_TMO == 9
     assert uapi.Param.TARGET_NAME == 10
     assert uapi.Param.USERNAME_IN == 32
-    assert uapi.PARAM_MAX == 33
+    assert uapi.Param.HWADDRESS == 34
+    assert uapi.PARAM_MAX == 35
     assert (uapi.Stop.RECOVER, uapi.Stop.TERM) == (1, 2)
     assert uapi.ConnError.NONE == 0 and uapi.ConnError.NOP_TIMEOUT == 8
     assert [s.name for s in uapi.SessionState] == ["LOGGED_IN", "FAILED", "FREE"]

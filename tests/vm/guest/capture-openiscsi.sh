@@ -7,7 +7,7 @@ set -u
 . tests/vm/lib.sh
 dest=${1:-tests/data/openiscsi}
 mkdir -p "$dest"
-rm -f "$dest"/[0-9][0-9]-*.txt
+rm -f "$dest"/[0-9][0-9]-*.txt "$dest"/[0-9][0-9][0-9]-*.txt
 n=0
 
 # cap NAME COMMAND...: run it, save stdout/stderr/exit verbatim
@@ -138,6 +138,55 @@ cap discoverydb-new-missing iscsiadm -m discoverydb -t sendtargets -I default -p
 cap discoverydb-update-new iscsiadm -m discoverydb -t sendtargets -I default -p 127.0.0.1:3997 --op update -n discovery.sendtargets.auth.authmethod -v CHAP
 cap iface-delete-default iscsiadm -m iface -I default -o delete
 cap node-list-after-iface-delete iscsiadm -m node
+# iface records: iface0 bound to a netdev (lo), iface1 to a hwaddress (lo's), discovery and
+# node records through them, sessions through them (iscsid started again), their deletion
+LOMAC=00:00:00:00:00:00
+iscsid || echo "iscsid did not start again"
+for ((i = 0; i < 100; i++)); do
+	rc=0
+	iscsiadm -m session >/dev/null 2>&1 || rc=$?
+	[ "$rc" != 20 ] && break
+	sleep 0.1
+done
+cap iface-new iscsiadm -m iface -I iface0 -o new
+cap iface-new-again iscsiadm -m iface -I iface0 -o new
+cap iface-update-netdev iscsiadm -m iface -I iface0 -o update -n iface.net_ifacename -v lo
+cap iface-update-hw-refused iscsiadm -m iface -I iface0 -o update -n iface.hwaddress -v $LOMAC
+cap iface-update-name-refused iscsiadm -m iface -I iface0 -o update -n iface.iscsi_ifacename -v other
+cap iface-update-bogus iscsiadm -m iface -I iface0 -o update -n bogus.name -v 1
+cap iface-update-noparams iscsiadm -m iface -I iface0 -o update
+cap iface-update-default iscsiadm -m iface -I default -o update -n iface.net_ifacename -v lo
+cap iface-update-nosuch iscsiadm -m iface -I nosuch -o update -n iface.net_ifacename -v lo
+cap iface-show-iface0 iscsiadm -m iface -I iface0
+cap iface-new-hw iscsiadm -m iface -I iface1 -o new -n iface.hwaddress -v $LOMAC
+cap iface-list-custom iscsiadm -m iface
+cap iface-P1 iscsiadm -m iface -P 1
+cap iface-P2 iscsiadm -m iface -P 2
+cap iface-new-default iscsiadm -m iface -I default -o new
+cap iface-new-noname iscsiadm -m iface -o new
+cap iface-delete-nosuch iscsiadm -m iface -I nosuch -o delete
+cap discovery-iface0 iscsiadm -m discovery -t st -p $P1 -I iface0
+cap discovery-iface-nosuch iscsiadm -m discovery -t st -p $P1 -I nosuch
+cap discovery-iface1 iscsiadm -m discovery -t st -p $P2 -I iface1
+cap node-P1-ifaces iscsiadm -m node -P 1
+cap iface-P1-iface0 iscsiadm -m iface -I iface0 -P 1
+cap node-show-iface0 iscsiadm -m node -T $T1 -p $P1 -I iface0
+cap node-nosuch-iface iscsiadm -m node -T $T1 -p $P1 -I nosuch
+cap node-new-iface iscsiadm -m node -o new -T $TN -p $P1 -I iface0
+cap iface-update-ip iscsiadm -m iface -I iface0 -o update -n iface.ipaddress -v 127.0.0.1
+cap node-show-new-iface iscsiadm -m node -T $TN -p $P1 -I iface0
+cap login-iface0 iscsiadm -m node -T $T1 -p $P1 -I iface0 --login
+cap login-iface1 iscsiadm -m node -T $T1 -p $P2 -I iface1 --login
+cap session-P1-ifaces iscsiadm -m session -P 1
+cap iface-update-inuse iscsiadm -m iface -I iface0 -o update -n iface.initiatorname -v $VM_INITIATOR_DEFAULT
+cap iface-delete-inuse iscsiadm -m iface -I iface0 -o delete
+cap iface-new-inuse iscsiadm -m iface -I iface0 -o new
+cap logout-iface0 iscsiadm -m node -T $T1 -p $P1 -I iface0 --logout
+cap logout-iface1 iscsiadm -m session -u
+cap iface-delete iscsiadm -m iface -I iface0 -o delete
+cap iface-delete-hw iscsiadm -m iface -I iface1 -o delete
+cap iface-list-after-delete iscsiadm -m iface
+cap node-list-after-ifaces iscsiadm -m node
 openiscsi_down
 tgt_down
 echo "captured $n commands into $dest"
