@@ -363,7 +363,7 @@ static ssize_t recovery_tmo_store(struct device *dev, struct device_attribute *a
 
 	if (kstrtouint(buf, 10, &tmo) || tmo < d->min || tmo > d->max)
 		return -EINVAL;
-	WRITE_ONCE(s->recovery_tmo, tmo);
+	WRITE_ONCE(s->recovery_tmo, min(tmo, ISCSI_IF_MAX_RECOVERY_TMO));
 	return count;
 }
 static DEVICE_ATTR_RW(recovery_tmo);
