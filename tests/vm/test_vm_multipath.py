@@ -3,7 +3,8 @@ in the guest and documents the network it builds).
 
 Two veth pairs lead from the initiator's namespace to a namespace where LIO's two portals of one
 target listen; both portals are reachable through both pairs and the kernel's own route to
-either is vA0. iface0 (iface.net_ifacename vA0) and iface1 (vB0) each carry one session:
+either is vA0. iface0 (iface.net_ifacename vA0) and iface1 (iface.hwaddress: vB0's MAC) each
+carry one session:
 
 1. iface: each session's TCP connection has its interface's local address, the interface of
    each session carries what is written to its disk (the other one does not), and `iscsiadm -m
@@ -64,9 +65,10 @@ def test_each_session_goes_through_its_iface(run: tuple[Any, dict[str, str]]) ->
     assert int(res["tx_b_vB0"]) >= 8 * MIB
     assert int(res["tx_b_vA0"]) < MIB // 4
     out = result.out_dir
+    mac = res["mac_b"]
     assert (out / "iface-list.txt").read_text() == (
         "iface0 tcp,<empty>,<empty>,vA0,<empty>\n"
-        "iface1 tcp,<empty>,<empty>,vB0,<empty>\n"
+        f"iface1 tcp,{mac},<empty>,<empty>,<empty>\n"
         "default tcp,<empty>,<empty>,<empty>,<empty>\n"
         "iser iser,<empty>,<empty>,<empty>,<empty>\n"
     )
@@ -81,11 +83,15 @@ def test_each_session_goes_through_its_iface(run: tuple[Any, dict[str, str]]) ->
         f"Login to [iface: iface1, target: {IQN}, portal: 10.9.9.2,3260] successful.\n"
     )
     text = (out / "session-P1.txt").read_text()
-    for iface, addr, netdev in (("iface0", "10.1.1.2", "vA0"), ("iface1", "10.2.2.2", "vB0")):
+    # a host bound by hwaddress is named TRANSPORT.HWADDRESS.ipv4.0, as libopeniscsiusr names it
+    for name, addr, hw, netdev in (
+        ("iface0", "10.1.1.2", "default", "vA0"),
+        (f"tcp.{mac}.ipv4.0", "10.2.2.2", mac, "default"),
+    ):
         assert (
-            f"\t\tIface Name: {iface}\n\t\tIface Transport: tcp\n"
+            f"\t\tIface Name: {name}\n\t\tIface Transport: tcp\n"
             "\t\tIface Initiatorname: iqn.2026-11.test:pyiscsi-multipath\n"
-            f"\t\tIface IPaddress: {addr}\n\t\tIface HWaddress: default\n"
+            f"\t\tIface IPaddress: {addr}\n\t\tIface HWaddress: {hw}\n"
             f"\t\tIface Netdev: {netdev}\n"
         ) in text, text
 

@@ -12,13 +12,15 @@
 #     10.9.9.0/24 via 10.1.1.1 dev vA0 metric 10         lo: 10.9.9.1/32 10.9.9.2/32
 #     10.9.9.0/24 via 10.2.2.1 dev vB0 metric 20         (LIO's two portals listen here)
 #
+# (iface1 is bound by vB0's MAC address, iface.hwaddress, which iscsid looks up to vB0.)
 # LIO lives in the kernel, but a portal's listening socket is made in the network namespace of
 # the process that creates it in configfs: the two portals (10.9.9.1:3260, 10.9.9.2:3260 of one
 # target, one LUN with a unit serial, hence one WWID) are made from inside "tgt" (nsenter), so
 # they are not local addresses of the initiator's namespace and every byte of a session crosses a
 # veth pair. Both portals are reachable through both pairs; the kernel's own choice for either is
 # vA0 (the lower metric). So a session to 10.9.9.2 can only go through vB0 if its socket is bound
-# there: iface0 has iface.net_ifacename vA0, iface1 vB0 (SO_BINDTODEVICE), and the proof that
+# there: iface0 has iface.net_ifacename vA0, iface1 iface.hwaddress vB0's MAC (both end in
+# SO_BINDTODEVICE), and the proof that
 # each session uses its own interface is (a) its TCP connection's local address (ss), (b) the
 # interface counters while 8 MiB are written through each session's disk alone, (c) -m session
 # -P 1 naming the iface, netdev and address of each.
@@ -138,7 +140,10 @@ start_iscsid
 $ADM -m iface -I iface0 -o new >/dev/null || fail "iface0 -o new"
 $ADM -m iface -I iface0 -o update -n iface.net_ifacename -v vA0 >/dev/null || fail "iface0 update"
 $ADM -m iface -I iface1 -o new >/dev/null || fail "iface1 -o new"
-$ADM -m iface -I iface1 -o update -n iface.net_ifacename -v vB0 >/dev/null || fail "iface1 update"
+# iface1 by vB0's MAC address: looked up to its device at each connection
+mac_b=$(cat /sys/class/net/vB0/address)
+result mac_b "$mac_b"
+$ADM -m iface -I iface1 -o update -n iface.hwaddress -v "$mac_b" >/dev/null || fail "iface1 update"
 $ADM -m iface >"$VM_OUT/iface-list.txt" || fail "-m iface"
 $ADM -m discovery -t st -p $PA -I iface0 -I iface1 >"$VM_OUT/discovery.txt" \
 	|| fail "discovery through iface0 and iface1 (exit $?)"
