@@ -1990,6 +1990,26 @@ static int itcp_create_conn(struct iscsi_if_conn *ifc)
 	return 0;
 }
 
+/*
+ * Drop what TCP still holds to send, and reset the connection. Data-Out
+ * goes to TCP by reference (sendpage): skbs queued for (re)transmission
+ * point into the pages of commands that stop_conn is about to complete,
+ * after which their owners reuse the pages. Were they left queued, a link
+ * that comes back would deliver the old command's header with other data
+ * (what a retransmission reads from a reused page) to the target.
+ */
+static void itcp_abort_sock(struct itcp_conn *conn)
+{
+	struct sock *sk;
+
+	if (!conn->sock)
+		return;
+	sk = conn->sock->sk;
+	lock_sock(sk);
+	tcp_disconnect(sk, 0);
+	release_sock(sk);
+}
+
 static void itcp_release_sock(struct itcp_conn *conn)
 {
 	if (conn->sock) {
@@ -2171,6 +2191,7 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 	itcp_unhook_sock(conn);
 	cancel_work_sync(&conn->xmit_work);
 	conn->rx_state = RX_DEAD;
+	itcp_abort_sock(conn);	/* before the commands' pages go back */
 
 	spin_lock_bh(&sess->lock);
 	tasks_finish_all_locked(sess, result, &done);
