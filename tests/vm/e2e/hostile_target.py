@@ -470,7 +470,6 @@ class Target:
         self.case = case
         self.fuzz = fuzz
         self.fired = 0
-        self.logins = 0
         self.syncs = 0  # SYNCHRONIZE CACHE commands served
         self.lines: list[str] = []
         self.logfile = logfile
@@ -526,7 +525,6 @@ class Target:
                     c.sock.close()
 
     def on_login(self, c: Conn) -> None:
-        self.logins += 1
         if self.case and self.case.trigger == "login" and self.should_fire():
             self.case.action(c, None)
 
