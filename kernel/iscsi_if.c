@@ -1868,6 +1868,7 @@ static const struct nla_policy iscsi_if_policy[__ISCSI_IF_ATTR_MAX] = {
 	[ISCSI_IF_ATTR_ID]		= { .type = NLA_U32 },
 	[ISCSI_IF_ATTR_LUN]		= { .type = NLA_U64 },
 	[ISCSI_IF_ATTR_MAX_CMDSN]	= { .type = NLA_U32 },
+	[ISCSI_IF_ATTR_TIMEOUT]		= { .type = NLA_U32 },
 };
 
 static const struct genl_small_ops iscsi_if_ops[] = {

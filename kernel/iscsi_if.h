@@ -10,6 +10,17 @@
  *   START_CONN(SID, CID)                 the SCSI queue runs
  *   SCAN(SID)                            synchronous LUN scan
  * and tears down with STOP_CONN(STOP_FLAG=TERM), DESTROY_CONN, DESTROY_SESSION.
+ *
+ * A session may run several connections at once (MC/S, RFC 7143 4.2): after
+ * the leading connection has started, each further one is logged in with the
+ * session's TSIH and its own CID (GET_SESSION gives the CmdSN its Login
+ * Request carries), then CREATE_CONN, SET_PARAM (connection parameters only),
+ * BIND_CONN and START_CONN as above; BIND_CONN then leaves the session's
+ * CmdSN alone (its CMDSN/MAX_CMDSN only widen the command window). The kernel
+ * chooses a connection for each command; every PDU of a command stays on it.
+ * To close one connection: DRAIN_CONN (no new commands go to it, returns
+ * when its outstanding ones completed), a Logout with reason "close the
+ * connection", then STOP_CONN(TERM) and DESTROY_CONN.
  * PDUs the kernel does not handle go up as RECV_PDU events on the "events"
  * multicast group; iscsid sends NOP-Out/Logout/Text down with SEND_PDU.
  *
@@ -48,11 +59,13 @@ enum iscsi_if_cmd {
 	ISCSI_IF_CMD_SEND_PDU,		/* SID, CID, PDU (BHS [+AHS] + data, no digests) */
 	ISCSI_IF_CMD_SCAN,		/* SID [, CHANNEL, ID, LUN; absent = wildcard] */
 	ISCSI_IF_CMD_GET_STATS,		/* SID, CID -> STATS (nested, ISCSI_IF_STAT_*) */
-	ISCSI_IF_CMD_GET_SESSION,	/* SID -> SID, HOST_NO, STATE, ...; dump: all */
+	ISCSI_IF_CMD_GET_SESSION,	/* SID -> SID, HOST_NO, STATE, CMDSN, ...; dump: all */
 	ISCSI_IF_EVENT_CONN_ERROR,	/* SID, CID, ERROR */
 	ISCSI_IF_EVENT_RECV_PDU,	/* SID, CID, PDU */
 	ISCSI_IF_EVENT_SESSION_STATE,	/* SID, STATE */
 	ISCSI_IF_EVENT_SESSION_DESTROYED, /* SID */
+	ISCSI_IF_CMD_DRAIN_CONN,	/* SID, CID [, TIMEOUT]: see above; -EBUSY for the
+					 * last running connection, -ETIMEDOUT */
 	__ISCSI_IF_CMD_MAX,
 };
 
@@ -65,7 +78,8 @@ enum iscsi_if_attr {
 	ISCSI_IF_ATTR_SOCK_FD,		/* s32, a connected TCP socket of the caller */
 	ISCSI_IF_ATTR_CMDS_MAX,		/* u32: Scsi_Host can_queue */
 	ISCSI_IF_ATTR_QUEUE_DEPTH,	/* u32: cmd_per_lun */
-	ISCSI_IF_ATTR_CMDSN,		/* u32: next CmdSN after login */
+	ISCSI_IF_ATTR_CMDSN,		/* u32: next CmdSN after login; in GET_SESSION, the
+					 * session's next CmdSN */
 	ISCSI_IF_ATTR_EXP_STATSN,	/* u32: next ExpStatSN after login */
 	ISCSI_IF_ATTR_PARAM,		/* u32, enum iscsi_if_param */
 	ISCSI_IF_ATTR_VALUE,		/* string */
@@ -81,6 +95,7 @@ enum iscsi_if_attr {
 	ISCSI_IF_ATTR_MAX_CMDSN,	/* u32, optional in BIND_CONN: MaxCmdSN of the last login
 					 * response (absent: CMDSN, a window of one command
 					 * until the target's first PDU opens it) */
+	ISCSI_IF_ATTR_TIMEOUT,		/* u32, seconds: how long DRAIN_CONN waits */
 	__ISCSI_IF_ATTR_MAX,
 };
 

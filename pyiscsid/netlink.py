@@ -117,6 +117,7 @@ ATTR_TYPES: dict[str, str] = {
     "STATS": "stats",
     "PAD": "none",
     "MAX_CMDSN": "uint32",
+    "TIMEOUT": "uint32",
 }
 
 
@@ -393,6 +394,7 @@ class KernelSession:
     sid: int
     host_no: int
     state: SessionState | int
+    cmdsn: int | None = None  # the session's next CmdSN (a further connection's login uses it)
 
 
 # name -> (identity of the module's load, family id, groups). The id of a family is fixed while
@@ -670,6 +672,17 @@ class IscsiNetlink(_GenlSocket):
         reply = self._one(Cmd.GET_STATS, {Attr.SID: sid, Attr.CID: cid})
         return stats_of(reply)
 
+    def drain_conn(self, sid: int, cid: int, timeout: int) -> None:
+        """No new commands go to connection `sid`:`cid`; returns once its outstanding commands
+        have completed (IscsiError TRANS_TIMEOUT after `timeout` seconds, BUSY if it is the
+        session's last running connection)."""
+        saved = self.timeout
+        self.timeout = max(saved, timeout + 5.0)  # the kernel answers after the drain
+        try:
+            self.request(Cmd.DRAIN_CONN, {Attr.SID: sid, Attr.CID: cid, Attr.TIMEOUT: timeout})
+        finally:
+            self.timeout = saved
+
     def get_session(self, sid: int) -> KernelSession:
         return session_of(self._one(Cmd.GET_SESSION, {Attr.SID: sid}))
 
@@ -693,7 +706,10 @@ def stats_of(msg: IscsiIfMsg) -> dict[Stat, int]:
 def session_of(msg: IscsiIfMsg) -> KernelSession:
     state = get(msg, Attr.STATE, 0)
     return KernelSession(
-        require(msg, Attr.SID), get(msg, Attr.HOST_NO, 0), _enum_or_int(SessionState, state)
+        require(msg, Attr.SID),
+        get(msg, Attr.HOST_NO, 0),
+        _enum_or_int(SessionState, state),
+        get(msg, Attr.CMDSN),
     )
 
 

@@ -130,6 +130,7 @@ class Cmd(IntEnum):
     EVENT_RECV_PDU = auto()
     EVENT_SESSION_STATE = auto()
     EVENT_SESSION_DESTROYED = auto()
+    DRAIN_CONN = auto()
 
 
 class Attr(IntEnum):
@@ -158,6 +159,7 @@ class Attr(IntEnum):
     STATS = auto()
     PAD = auto()
     MAX_CMDSN = auto()
+    TIMEOUT = auto()
 
 
 class Param(IntEnum):

@@ -41,9 +41,10 @@ def test_commands_and_events_in_header_order() -> None:
         "EVENT_RECV_PDU",
         "EVENT_SESSION_STATE",
         "EVENT_SESSION_DESTROYED",
+        "DRAIN_CONN",
     ]
-    assert [int(c) for c in uapi.Cmd] == list(range(18))
-    assert uapi.CMD_MAX == 18
+    assert [int(c) for c in uapi.Cmd] == list(range(19))
+    assert uapi.CMD_MAX == 19
 
 
 def test_attributes() -> None:
@@ -53,7 +54,8 @@ def test_attributes() -> None:
     assert uapi.Attr.LUN == 18
     assert uapi.Attr.PAD == 20
     assert uapi.Attr.MAX_CMDSN == 21
-    assert uapi.ATTR_MAX == 22
+    assert uapi.Attr.TIMEOUT == 22
+    assert uapi.ATTR_MAX == 23
 
 
 def test_params_and_small_enums() -> None:
