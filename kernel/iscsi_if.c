@@ -1169,6 +1169,9 @@ static int session_fill(struct sk_buff *skb, struct iscsi_if_session *s)
 	    nla_put_u32(skb, ISCSI_IF_ATTR_CMDS_MAX, s->shost->can_queue) ||
 	    nla_put_u32(skb, ISCSI_IF_ATTR_QUEUE_DEPTH, s->shost->cmd_per_lun))
 		return -EMSGSIZE;
+	if (s->transport->cmdsn && s->tsess_created &&
+	    nla_put_u32(skb, ISCSI_IF_ATTR_CMDSN, s->transport->cmdsn(s)))
+		return -EMSGSIZE;
 	return 0;
 }
 
@@ -1494,6 +1497,7 @@ static int cmd_start_conn(struct sk_buff *skb, struct genl_info *info)
 {
 	struct iscsi_if_session *s;
 	struct iscsi_if_conn *c, *o;
+	unsigned int running;
 	int err;
 
 	mutex_lock(&iscsi_if_mutex);
@@ -1507,13 +1511,18 @@ static int cmd_start_conn(struct sk_buff *skb, struct genl_info *info)
 		err = c->state == ISCSI_IF_CONN_STARTED ? -EBUSY : -EINVAL;
 		goto out;
 	}
-	list_for_each_entry(o, &s->conns, node) {
+	running = 0;
+	list_for_each_entry(o, &s->conns, node)
 		if (o != c && (o->state == ISCSI_IF_CONN_STARTED ||
-			       o->state == ISCSI_IF_CONN_FAILED)) {
+			       o->state == ISCSI_IF_CONN_FAILED))
+			running++;
+	if (running >= max(1U, s->transport->max_conns)) {
+		if (running == 1)
 			GENL_SET_ERR_MSG(info, "another connection of the session is running");
-			err = -EBUSY;
-			goto out;
-		}
+		else
+			GENL_SET_ERR_MSG(info, "the session runs as many connections as it may");
+		err = -EBUSY;
+		goto out;
 	}
 	/* A pending error work item of the previous run is finished first. */
 	if (cancel_work_sync(&c->err_work))
@@ -1558,6 +1567,49 @@ static int cmd_stop_conn(struct sk_buff *skb, struct genl_info *info)
 		session_terminate(s);
 out:
 	mutex_unlock(&iscsi_if_mutex);
+	return err;
+}
+
+/*
+ * DRAIN_CONN: the transport waits for the connection's commands, which may
+ * take as long as the target does: without the global mutex, like SCAN. The
+ * device reference keeps the connection's memory; a STOP_CONN meanwhile ends
+ * the wait (the transport sees the connection stop).
+ */
+static int cmd_drain_conn(struct sk_buff *skb, struct genl_info *info)
+{
+	struct iscsi_if_session *s;
+	struct iscsi_if_conn *c;
+	u32 timeout = 30;
+	int err;
+
+	if (info->attrs[ISCSI_IF_ATTR_TIMEOUT])
+		timeout = nla_get_u32(info->attrs[ISCSI_IF_ATTR_TIMEOUT]);
+
+	mutex_lock(&iscsi_if_mutex);
+	c = req_conn(info, &s);
+	if (IS_ERR(c)) {
+		mutex_unlock(&iscsi_if_mutex);
+		return PTR_ERR(c);
+	}
+	if (!s->transport->drain_conn) {
+		mutex_unlock(&iscsi_if_mutex);
+		return -EOPNOTSUPP;
+	}
+	if (c->state != ISCSI_IF_CONN_STARTED) {
+		mutex_unlock(&iscsi_if_mutex);
+		GENL_SET_ERR_MSG(info, "connection is not running");
+		return -ENOTCONN;
+	}
+	get_device(&c->dev);
+	mutex_unlock(&iscsi_if_mutex);
+
+	err = s->transport->drain_conn(c, timeout);
+	if (err == -EBUSY)
+		GENL_SET_ERR_MSG(info, "the last running connection: log the session out");
+	else if (err == -ETIMEDOUT)
+		GENL_SET_ERR_MSG(info, "the connection's commands did not complete in time");
+	put_device(&c->dev);
 	return err;
 }
 
@@ -1898,6 +1950,8 @@ static const struct genl_small_ops iscsi_if_ops[] = {
 	  .flags = GENL_ADMIN_PERM },
 	{ .cmd = ISCSI_IF_CMD_GET_SESSION, .doit = cmd_get_session,
 	  .dumpit = dump_sessions, .flags = GENL_ADMIN_PERM },
+	{ .cmd = ISCSI_IF_CMD_DRAIN_CONN, .doit = cmd_drain_conn,
+	  .flags = GENL_ADMIN_PERM },
 };
 
 static const struct genl_multicast_group iscsi_if_mcgrps[] = {

@@ -18,9 +18,10 @@
  * BIND_CONN and START_CONN as above; BIND_CONN then leaves the session's
  * CmdSN alone (its CMDSN/MAX_CMDSN only widen the command window). The kernel
  * chooses a connection for each command; every PDU of a command stays on it.
- * To close one connection: DRAIN_CONN (no new commands go to it, returns
- * when its outstanding ones completed), a Logout with reason "close the
- * connection", then STOP_CONN(TERM) and DESTROY_CONN.
+ * To close one connection: DRAIN_CONN (no new commands go to it; it returns
+ * when its outstanding ones completed: -EBUSY for the session's last running
+ * connection, -ETIMEDOUT after TIMEOUT seconds, 30 by default), a Logout with
+ * reason "close the connection", then STOP_CONN(TERM) and DESTROY_CONN.
  * PDUs the kernel does not handle go up as RECV_PDU events on the "events"
  * multicast group; iscsid sends NOP-Out/Logout/Text down with SEND_PDU.
  *
@@ -64,8 +65,7 @@ enum iscsi_if_cmd {
 	ISCSI_IF_EVENT_RECV_PDU,	/* SID, CID, PDU */
 	ISCSI_IF_EVENT_SESSION_STATE,	/* SID, STATE */
 	ISCSI_IF_EVENT_SESSION_DESTROYED, /* SID */
-	ISCSI_IF_CMD_DRAIN_CONN,	/* SID, CID [, TIMEOUT]: see above; -EBUSY for the
-					 * last running connection, -ETIMEDOUT */
+	ISCSI_IF_CMD_DRAIN_CONN,	/* SID, CID [, TIMEOUT]: see above */
 	__ISCSI_IF_CMD_MAX,
 };
 
@@ -78,8 +78,7 @@ enum iscsi_if_attr {
 	ISCSI_IF_ATTR_SOCK_FD,		/* s32, a connected TCP socket of the caller */
 	ISCSI_IF_ATTR_CMDS_MAX,		/* u32: Scsi_Host can_queue */
 	ISCSI_IF_ATTR_QUEUE_DEPTH,	/* u32: cmd_per_lun */
-	ISCSI_IF_ATTR_CMDSN,		/* u32: next CmdSN after login; in GET_SESSION, the
-					 * session's next CmdSN */
+	ISCSI_IF_ATTR_CMDSN,		/* u32: next CmdSN (after login; now in GET_SESSION) */
 	ISCSI_IF_ATTR_EXP_STATSN,	/* u32: next ExpStatSN after login */
 	ISCSI_IF_ATTR_PARAM,		/* u32, enum iscsi_if_param */
 	ISCSI_IF_ATTR_VALUE,		/* string */

@@ -167,6 +167,15 @@ struct iscsi_if_conn {
  *	marks as connection parameters, NULL for session parameters.
  * @send_pdu: queues a PDU from iscsid (BHS, AHS, data; no digests)
  * @get_stats: optional; fills the ISCSI_IF_STAT_* counters
+ * @drain_conn: optional; no new commands go to the started connection, and
+ *	the call returns once its outstanding ones have completed: 0,
+ *	-ETIMEDOUT after @timeout seconds, -EBUSY when no other connection of
+ *	the session could take new commands, -ENOTCONN when it stopped
+ *	meanwhile. Called without the iscsi_if mutex (it may wait long).
+ * @cmdsn: optional; the CmdSN the session's next command gets (what a
+ *	further connection's Login Request carries). Any context.
+ * @max_conns: how many connections of a session may run at once (0 or 1:
+ *	one; more need a data path that spreads commands over them)
  * @list: in iscsi_if's list of transports
  *
  * The callbacks run in process context with the iscsi_if mutex held, except
@@ -193,6 +202,9 @@ struct iscsi_if_transport {
 	int (*send_pdu)(struct iscsi_if_conn *conn, const u8 *pdu, size_t len);
 	void (*get_stats)(struct iscsi_if_conn *conn,
 			  u64 stats[__ISCSI_IF_STAT_MAX]);
+	int (*drain_conn)(struct iscsi_if_conn *conn, unsigned int timeout);
+	u32 (*cmdsn)(struct iscsi_if_session *session);
+	unsigned int max_conns;
 
 	struct list_head list;
 };

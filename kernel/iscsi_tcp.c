@@ -18,8 +18,17 @@
  *   only when the data its status accounts for was all received.
  * PDUs the data path does not handle go to iscsid as RECV_PDU events.
  *
+ * A session may run several connections (MC/S, RFC 7143 4.2). CmdSN, the
+ * command window and ITTs are the session's; StatSN, the transmit queues
+ * and the receive state are each connection's. queuecommand gives every
+ * command to the running connection with the fewest commands outstanding
+ * (pick_conn_locked()), and all of that command's PDUs stay there
+ * (connection allegiance, RFC 7143 4.2.1): R2Ts and Data-In are looked up
+ * only among the tasks of the connection they came on.
+ *
  * Locking: sess->lock (BH-safe spinlock) protects the task table, the
- * sequence numbers, the transmit queues and the task flags. The receive path
+ * sequence numbers, the connections' list and flags, the transmit queues
+ * and the task flags. The receive path
  * is serialised by the socket lock (tcp_read_sock runs under it); the
  * transmit path by the work item. Tasks leave the table only in the receive
  * path, in stop_conn (after receive and transmit are stopped) or on a
@@ -64,6 +73,7 @@
 #define ITCP_XMIT_BUDGET	64
 #define ITCP_DEF_RECV_DLENGTH	8192
 #define ITCP_MAX_MGMT_QUEUED	64		/* iscsid's PDUs waiting to be sent */
+#define ITCP_MAX_CONNS		16		/* connections a session may run */
 
 /* task->flags */
 #define TASK_ACTIVE		BIT(0)	/* in the task table */
@@ -81,6 +91,7 @@ struct itcp_r2t {
 /* Per command, in scsi_cmd_priv(): no allocation per I/O. */
 struct itcp_task {
 	struct list_head xmit_node;	/* conn->cmdq or conn->dataq */
+	struct itcp_conn *conn;		/* allegiance: every PDU of the task goes here */
 	struct iscsi_scsi_req hdr;
 	u8 ahs[ITCP_ECDB_AHS_MAX];
 	u16 ahs_len;
@@ -121,10 +132,12 @@ struct itcp_session {
 	u16 gen;
 	u32 cmdsn, exp_cmdsn, max_cmdsn;
 	bool window_closed;		/* a command waits for MaxCmdSN to move */
-	struct itcp_conn *conn;		/* the started connection */
+	struct list_head conns;		/* every connection (itcp_conn.node) */
+	u32 nr_running;			/* connections taking commands */
+	u32 pick_seq;			/* counts pick_conn_locked() choices */
 	u32 conn_gen;			/* counts START_CONNs */
-	struct itcp_task *xmit_task;	/* the task the transmit work sends from */
-	wait_queue_head_t xmit_wait;	/* xmit_task changed */
+	/* a connection's xmit_task changed, or a draining one emptied */
+	wait_queue_head_t xmit_wait;
 
 	/* negotiated, set while no connection runs */
 	bool initial_r2t, imm_data;
@@ -140,6 +153,7 @@ struct itcp_session {
 	u32 tmf_itt;
 	u64 tmf_lun;
 	struct itcp_task *tmf_ref;
+	struct itcp_conn *tmf_conn;	/* the connection the TMF went on */
 	struct itcp_mgmt tmf_mgmt;
 	struct iscsi_tm tmf_hdr;
 };
@@ -149,12 +163,18 @@ enum rx_state { RX_BHS, RX_AHS, RX_HDGST, RX_DATA, RX_PAD, RX_DDGST, RX_DEAD };
 struct itcp_conn {
 	struct iscsi_if_conn *ifc;
 	struct itcp_session *sess;
+	struct list_head node;		/* in sess->conns */
 	struct socket *sock;
 	void (*old_data_ready)(struct sock *sk);
 	void (*old_state_change)(struct sock *sk);
 	bool callbacks_set;
+	bool running;			/* started, not stopping: under sess->lock */
 	bool stopping;			/* under sess->lock */
+	bool draining;			/* DRAIN_CONN: no new commands; under sess->lock */
 	bool xmit_dead;
+	u32 ntasks;			/* tasks in the table allegiant to it */
+	u32 picked;			/* sess->pick_seq when it was last chosen */
+	struct itcp_task *xmit_task;	/* the task the transmit work sends from */
 	u32 exp_statsn;			/* next StatSN expected (ExpStatSN) */
 
 	u32 max_recv_dlength, max_xmit_dlength;
@@ -244,12 +264,24 @@ static void conn_fail(struct itcp_conn *conn, enum iscsi_if_err err)
 
 /* ----------------------------------------------------- sequence numbers */
 
-/* Under sess->lock: ExpCmdSN and MaxCmdSN of a PDU from the target. */
-static void update_cmdsn(struct itcp_session *sess, __be32 exp_cmdsn, __be32 max_cmdsn)
+/* Under sess->lock: wake the transmit work of every running connection with commands queued. */
+static void kick_conns_locked(struct itcp_session *sess)
 {
-	u32 exp = be32_to_cpu(exp_cmdsn);
-	u32 max = be32_to_cpu(max_cmdsn);
+	struct itcp_conn *conn;
 
+	list_for_each_entry(conn, &sess->conns, node)
+		if (conn->running && !list_empty(&conn->cmdq))
+			queue_work(itcp_wq, &conn->xmit_work);
+}
+
+/*
+ * Under sess->lock: ExpCmdSN and MaxCmdSN from a PDU on any connection; the
+ * window is the session's. Serial number arithmetic (RFC 1982): values older
+ * than what the session has, which another connection may deliver late, are
+ * ignored.
+ */
+static void update_cmdsn_cpu(struct itcp_session *sess, u32 exp, u32 max)
+{
 	/* RFC 7143 4.2.2.1: ignore both when MaxCmdSN < ExpCmdSN - 1. */
 	if (iscsi_sna_lt(max, exp - 1))
 		return;
@@ -259,10 +291,14 @@ static void update_cmdsn(struct itcp_session *sess, __be32 exp_cmdsn, __be32 max
 		sess->max_cmdsn = max;
 		if (sess->window_closed) {
 			sess->window_closed = false;
-			if (sess->conn)
-				queue_work(itcp_wq, &sess->conn->xmit_work);
+			kick_conns_locked(sess);
 		}
 	}
+}
+
+static void update_cmdsn(struct itcp_session *sess, __be32 exp_cmdsn, __be32 max_cmdsn)
+{
+	update_cmdsn_cpu(sess, be32_to_cpu(exp_cmdsn), be32_to_cpu(max_cmdsn));
 }
 
 /*
@@ -290,6 +326,26 @@ static void update_statsn(struct itcp_conn *conn, __be32 stat_sn)
 /* ---------------------------------------------------------------- tasks */
 
 /*
+ * Under sess->lock: the task leaves the table and its connection's count; a
+ * connection being drained is woken when its last task goes.
+ */
+static void task_unlink_locked(struct itcp_session *sess, struct itcp_task *task)
+{
+	struct itcp_conn *conn = task->conn;
+	u32 tag = task_tag(task);
+
+	if (tag < sess->ntasks && sess->tasks[tag] == task)
+		sess->tasks[tag] = NULL;
+	if ((task->flags & TASK_ACTIVE) && conn) {
+		conn->ntasks--;
+		if (conn->draining && !conn->ntasks)
+			wake_up_all(&sess->xmit_wait);
+	}
+	task->flags &= ~TASK_ACTIVE;
+	list_del_init(&task->xmit_node);
+}
+
+/*
  * Remove a task from the table (under sess->lock). Returns the command to
  * complete with scsi_done() after unlocking, or NULL when the transmit work
  * is still sending from it (it completes it then).
@@ -298,12 +354,8 @@ static struct scsi_cmnd *task_finish_locked(struct itcp_session *sess,
 					    struct itcp_task *task, int result)
 {
 	struct scsi_cmnd *sc = task_sc(task);
-	u32 tag = task_tag(task);
 
-	if (tag < sess->ntasks && sess->tasks[tag] == task)
-		sess->tasks[tag] = NULL;
-	task->flags &= ~TASK_ACTIVE;
-	list_del_init(&task->xmit_node);
+	task_unlink_locked(sess, task);
 	sc->result = result;
 	trace_iscsi_tcp_cmd_done(sess->ifs, sc, task->itt, task->cmdsn);
 	if (task->flags & TASK_XMIT) {
@@ -319,12 +371,8 @@ static struct scsi_cmnd *task_finish_locked(struct itcp_session *sess,
  */
 static void task_forget_locked(struct itcp_session *sess, struct itcp_task *task)
 {
-	u32 tag = task_tag(task);
-
-	if (tag < sess->ntasks && sess->tasks[tag] == task)
-		sess->tasks[tag] = NULL;
-	task->flags &= ~(TASK_ACTIVE | TASK_DONE_PENDING);
-	list_del_init(&task->xmit_node);
+	task_unlink_locked(sess, task);
+	task->flags &= ~TASK_DONE_PENDING;
 }
 
 static struct itcp_task *task_lookup_locked(struct itcp_session *sess, u32 itt)
@@ -341,18 +389,21 @@ static struct itcp_task *task_lookup_locked(struct itcp_session *sess, u32 itt)
 }
 
 /*
- * The task a PDU from the target names (under sess->lock), or NULL. Only a
- * command that has left (or is leaving) can be answered: a target that
- * guesses the ITT of one still waiting for the CmdSN window gets nothing,
- * as the error handler may take such a task back at any time
- * (task_forget_locked() in itcp_tmf()) while the receive path would go on
- * copying into its buffer after dropping the lock.
+ * The task a PDU from the target on conn names (under sess->lock), or NULL.
+ * Only a command that has left (or is leaving) on that same connection can
+ * be answered: a target that guesses the ITT of one still waiting for the
+ * CmdSN window gets nothing, as the error handler may take such a task back
+ * at any time (task_forget_locked() in itcp_tmf()) while the receive path
+ * would go on copying into its buffer after dropping the lock; and a task's
+ * PDUs come on the connection it is allegiant to, whose receive path alone
+ * may touch its Data-In state.
  */
-static struct itcp_task *rx_task_lookup_locked(struct itcp_session *sess, u32 itt)
+static struct itcp_task *rx_task_lookup_locked(struct itcp_session *sess,
+					       struct itcp_conn *conn, u32 itt)
 {
 	struct itcp_task *task = task_lookup_locked(sess, itt);
 
-	if (task && !(task->flags & (TASK_CMD_SENT | TASK_XMIT)))
+	if (task && (task->conn != conn || !(task->flags & (TASK_CMD_SENT | TASK_XMIT))))
 		return NULL;
 	return task;
 }
@@ -632,7 +683,7 @@ static struct scsi_cmnd *task_xmit_done_locked(struct itcp_conn *conn,
 					       struct itcp_task *task)
 {
 	task->flags &= ~TASK_XMIT;
-	conn->sess->xmit_task = NULL;
+	conn->xmit_task = NULL;
 	wake_up_all(&conn->sess->xmit_wait);
 	if (task->flags & TASK_DONE_PENDING) {
 		task->flags &= ~TASK_DONE_PENDING;
@@ -729,7 +780,7 @@ static int xmit_cmd(struct itcp_conn *conn)
 	task->flags |= TASK_XMIT;
 	task->cmdsn = sess->cmdsn++;
 	task->hdr.cmdsn = cpu_to_be32(task->cmdsn);
-	sess->xmit_task = task;
+	conn->xmit_task = task;
 	spin_unlock_bh(&sess->lock);
 
 	err = send_cmd(conn, task);
@@ -763,7 +814,7 @@ static int xmit_dataout(struct itcp_conn *conn)
 	}
 	hdr.exp_statsn = cpu_to_be32(READ_ONCE(conn->exp_statsn));
 	task->flags |= TASK_XMIT;
-	sess->xmit_task = task;
+	conn->xmit_task = task;
 	spin_unlock_bh(&sess->lock);
 
 	err = send_hdr(conn, &hdr, sizeof(hdr), true);
@@ -825,6 +876,7 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 
 	memset(hdr, 0, sizeof(*hdr));
 	INIT_LIST_HEAD(&task->xmit_node);
+	task->conn = conn;
 	task->flags = TASK_ACTIVE;
 	task->itt = itt;
 	task->cmdsn = 0;		/* given when it is sent (xmit_cmd) */
@@ -879,6 +931,39 @@ static void task_build(struct itcp_session *sess, struct itcp_conn *conn,
 		hdr->flags |= ISCSI_FLAG_CMD_FINAL;
 }
 
+/**
+ * pick_conn_locked() - the connection a new command goes to
+ * @sess: the session
+ *
+ * The running connection (not being drained, transmit path alive) with the
+ * fewest commands outstanding; of those, the one chosen longest ago. Fewest
+ * outstanding follows what each connection really achieves: one whose
+ * target side or path is slower keeps more commands and gets fewer new
+ * ones, and a command never waits behind a busy connection while another
+ * one idles. A choice by submitting CPU would leave connections idle when
+ * one CPU submits everything (a single fio job) and cannot see a slow path.
+ * The tie-break spreads even a queue depth of one over every connection.
+ *
+ * Context: sess->lock held.
+ * Return: the connection, or NULL when none can take commands.
+ */
+static struct itcp_conn *pick_conn_locked(struct itcp_session *sess)
+{
+	struct itcp_conn *conn, *best = NULL;
+
+	list_for_each_entry(conn, &sess->conns, node) {
+		if (!conn->running || conn->draining || READ_ONCE(conn->xmit_dead))
+			continue;
+		if (!best || conn->ntasks < best->ntasks ||
+		    (conn->ntasks == best->ntasks &&
+		     (s32)(conn->picked - best->picked) < 0))
+			best = conn;
+	}
+	if (best)
+		best->picked = ++sess->pick_seq;
+	return best;
+}
+
 static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 {
 	struct iscsi_if_session *ifs = iscsi_if_shost_session(shost);
@@ -889,8 +974,8 @@ static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 	u32 itt;
 
 	spin_lock_bh(&sess->lock);
-	conn = sess->conn;
-	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead)) {
+	conn = pick_conn_locked(sess);
+	if (!conn) {
 		int state = iscsi_if_session_state(ifs);
 
 		spin_unlock_bh(&sess->lock);
@@ -909,16 +994,19 @@ static int itcp_queuecommand(struct Scsi_Host *shost, struct scsi_cmnd *sc)
 	sess->gen++;
 	itt = tag | ((u32)(sess->gen & ITCP_ITT_GEN_MASK) << ITCP_ITT_TAG_BITS);
 	task_build(sess, conn, task, sc, itt);
+	conn->ntasks++;
 	sess->tasks[tag] = task;
 	list_add_tail(&task->xmit_node, &conn->cmdq);
-	spin_unlock_bh(&sess->lock);
 	/*
 	 * A batch from the block layer wakes the transmit work once, at its
-	 * last command (or in commit_rqs). The error handler's commands come
-	 * alone.
+	 * last command (or in commit_rqs), on every connection it went to.
+	 * The error handler's commands come alone.
 	 */
-	if ((sc->flags & SCMD_LAST) || sc->submitter != SUBMITTED_BY_BLOCK_LAYER)
+	if (sc->submitter != SUBMITTED_BY_BLOCK_LAYER)
 		queue_work(itcp_wq, &conn->xmit_work);
+	else if (sc->flags & SCMD_LAST)
+		kick_conns_locked(sess);
+	spin_unlock_bh(&sess->lock);
 	return 0;
 }
 
@@ -927,8 +1015,7 @@ static void itcp_commit_rqs(struct Scsi_Host *shost, u16 hwq)
 	struct itcp_session *sess = shost_sess(shost);
 
 	spin_lock_bh(&sess->lock);
-	if (sess->conn && !sess->conn->stopping)
-		queue_work(itcp_wq, &sess->conn->xmit_work);
+	kick_conns_locked(sess);
 	spin_unlock_bh(&sess->lock);
 }
 
@@ -1005,7 +1092,7 @@ static int rx_datain_hdr(struct itcp_conn *conn, const struct iscsi_data_rsp *rh
 	stat_add(conn, ISCSI_IF_STAT_DATAIN_PDUS, 1);
 	spin_lock_bh(&sess->lock);
 	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
-	task = rx_task_lookup_locked(sess, itt);
+	task = rx_task_lookup_locked(sess, conn, itt);
 	spin_unlock_bh(&sess->lock);
 	if (!task) {
 		/* A task aborted or reset meanwhile: drop the data. */
@@ -1059,7 +1146,7 @@ static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 		return ISCSI_IF_ERR_PROTO;
 	spin_lock_bh(&sess->lock);
 	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
-	task = rx_task_lookup_locked(sess, itt);
+	task = rx_task_lookup_locked(sess, conn, itt);
 	if (!task)
 		goto out;	/* completed or aborted meanwhile */
 	sc = task_sc(task);
@@ -1249,7 +1336,7 @@ static void rx_scsi_rsp(struct itcp_conn *conn)
 	stat_add(conn, ISCSI_IF_STAT_SCSIRSP_PDUS, 1);
 	spin_lock_bh(&sess->lock);
 	update_cmdsn(sess, rhdr->exp_cmdsn, rhdr->max_cmdsn);
-	task = rx_task_lookup_locked(sess, itt);
+	task = rx_task_lookup_locked(sess, conn, itt);
 	if (!task) {
 		spin_unlock_bh(&sess->lock);
 		pr_debug("SCSI Response for unknown ITT 0x%x dropped\n", itt);
@@ -1314,7 +1401,7 @@ static void rx_tmf_rsp(struct itcp_conn *conn)
 
 	stat_add(conn, ISCSI_IF_STAT_TMFRSP_PDUS, 1);
 	spin_lock_bh(&sess->lock);
-	if (!sess->tmf_pending || itt != sess->tmf_itt) {
+	if (!sess->tmf_pending || itt != sess->tmf_itt || sess->tmf_conn != conn) {
 		spin_unlock_bh(&sess->lock);
 		return;
 	}
@@ -1360,7 +1447,7 @@ static void rx_reject(struct itcp_conn *conn)
 	if ((rejected->opcode & ISCSI_OPCODE_MASK) != ISCSI_OP_SCSI_CMD)
 		return;
 	spin_lock_bh(&sess->lock);
-	task = rx_task_lookup_locked(sess, itt_to_cpu(rejected->itt));
+	task = rx_task_lookup_locked(sess, conn, itt_to_cpu(rejected->itt));
 	if (task)
 		done = task_finish_locked(sess, task, DID_ERROR << 16);
 	spin_unlock_bh(&sess->lock);
@@ -1705,15 +1792,52 @@ static void itcp_state_change(struct sock *sk)
 
 /* ------------------------------------------------------- task management */
 
-/* No forgotten (aborted/reset) task is being sent from any more. */
+/* No connection's transmit work sends from a forgotten (aborted/reset) task any more. */
 static bool xmit_quiet(struct itcp_session *sess)
 {
-	bool quiet;
+	struct itcp_conn *conn;
+	bool quiet = true;
 
 	spin_lock_bh(&sess->lock);
-	quiet = !sess->xmit_task || (sess->xmit_task->flags & TASK_ACTIVE);
+	list_for_each_entry(conn, &sess->conns, node)
+		if (conn->xmit_task && !(conn->xmit_task->flags & TASK_ACTIVE))
+			quiet = false;
 	spin_unlock_bh(&sess->lock);
 	return quiet;
+}
+
+/* Under sess->lock: is conn (maybe stopped and destroyed by now) still running? */
+static bool conn_running_locked(struct itcp_session *sess, struct itcp_conn *conn)
+{
+	struct itcp_conn *c;
+
+	list_for_each_entry(c, &sess->conns, node)
+		if (c == conn)
+			return c->running;
+	return false;
+}
+
+/* Under sess->lock: any running connection, or NULL. */
+static struct itcp_conn *first_running_locked(struct itcp_session *sess)
+{
+	struct itcp_conn *conn;
+
+	list_for_each_entry(conn, &sess->conns, node)
+		if (conn->running)
+			return conn;
+	return NULL;
+}
+
+/*
+ * Under sess->lock: fail the session (ErrorRecoveryLevel 0: an error of one
+ * connection recovers them all) through any of its running connections.
+ */
+static void sess_fail_locked(struct itcp_session *sess, enum iscsi_if_err err)
+{
+	struct itcp_conn *conn = first_running_locked(sess);
+
+	if (conn)
+		iscsi_if_conn_error(conn->ifc, err);
 }
 
 /* The time a task management function waits for its response, in seconds. */
@@ -1754,6 +1878,7 @@ static void tmf_queue_locked(struct itcp_session *sess, struct itcp_conn *conn,
 	sess->tmf_func = func;
 	sess->tmf_lun = sc->device->lun;
 	sess->tmf_ref = ref;
+	sess->tmf_conn = conn;
 	sess->tmf_pending = true;
 	sess->tmf_answered = false;
 	reinit_completion(&sess->tmf_done);
@@ -1778,7 +1903,7 @@ static int tmf_end(struct Scsi_Host *shost, struct itcp_conn *conn, u8 func, lon
 	sess->tmf_pending = false;
 	list_del_init(&sess->tmf_mgmt.node);
 	if (!left || !sess->tmf_answered) {
-		if (sess->conn == conn) {
+		if (conn_running_locked(sess, conn)) {
 			stat_add(conn, ISCSI_IF_STAT_TIMEOUT_ERR, 1);
 			/* The target does not answer: recover the connection. */
 			iscsi_if_conn_error(conn->ifc, ISCSI_IF_ERR_SCSI_EH);
@@ -1810,8 +1935,7 @@ static void tmf_wait_xmit(struct itcp_session *sess)
 	if (wait_event_timeout(sess->xmit_wait, xmit_quiet(sess), 5 * HZ))
 		return;
 	spin_lock_bh(&sess->lock);
-	if (sess->conn)
-		iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+	sess_fail_locked(sess, ISCSI_IF_ERR_SCSI_EH);
 	spin_unlock_bh(&sess->lock);
 	wait_event(sess->xmit_wait, xmit_quiet(sess));
 }
@@ -1829,7 +1953,6 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 
 	mutex_lock(&sess->tmf_mutex);
 	spin_lock_bh(&sess->lock);
-	conn = sess->conn;
 	if (func == ISCSI_TM_FUNC_ABORT_TASK && !task_lookup_locked(sess, ref->itt)) {
 		/* Completed, or failed by a connection stop: nothing to abort. */
 		spin_unlock_bh(&sess->lock);
@@ -1846,7 +1969,12 @@ static int itcp_tmf(struct scsi_cmnd *sc, u8 func)
 		ret = SUCCESS;
 		goto out;
 	}
-	if (!conn || conn->stopping || READ_ONCE(conn->xmit_dead) ||
+	/*
+	 * ABORT TASK goes on the connection the task is allegiant to (RFC 7143
+	 * 11.5.1); a reset on any running one.
+	 */
+	conn = func == ISCSI_TM_FUNC_ABORT_TASK ? ref->conn : first_running_locked(sess);
+	if (!conn || !conn->running || READ_ONCE(conn->xmit_dead) ||
 	    test_bit(ISCSI_IF_CONN_F_ERROR, &conn->ifc->flags)) {
 		/* No connection: fail, the midlayer escalates (or recovery ends it). */
 		spin_unlock_bh(&sess->lock);
@@ -1891,12 +2019,12 @@ static int recovery_outcome(struct iscsi_if_session *ifs, u32 gen)
 	if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE && ifs->removing)
 		return -1;
 	spin_lock_bh(&sess->lock);
-	up = sess->conn && sess->conn_gen != gen && !sess->conn->stopping;
+	up = sess->nr_running && sess->conn_gen != gen;
 	spin_unlock_bh(&sess->lock);
 	if (up && iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_LOGGED_IN)
 		return 1;
 	if (iscsi_if_session_state(ifs) == ISCSI_IF_SESSION_FREE &&
-	    sess->conn_gen == gen && !sess->conn)
+	    sess->conn_gen == gen && !READ_ONCE(sess->nr_running))
 		return -1;
 	return 0;
 }
@@ -1921,8 +2049,7 @@ static int itcp_eh_target_reset(struct scsi_cmnd *sc)
 
 	spin_lock_bh(&sess->lock);
 	gen = sess->conn_gen;
-	if (sess->conn)
-		iscsi_if_conn_error(sess->conn->ifc, ISCSI_IF_ERR_SCSI_EH);
+	sess_fail_locked(sess, ISCSI_IF_ERR_SCSI_EH);
 	spin_unlock_bh(&sess->lock);
 	shost_printk(KERN_INFO, shost, "target reset failed: waiting for session recovery\n");
 
@@ -1947,6 +2074,7 @@ static int itcp_create_session(struct iscsi_if_session *ifs)
 	mutex_init(&sess->tmf_mutex);
 	init_completion(&sess->tmf_done);
 	INIT_LIST_HEAD(&sess->tmf_mgmt.node);
+	INIT_LIST_HEAD(&sess->conns);
 	init_waitqueue_head(&sess->xmit_wait);
 	sess->ntasks = ifs->shost->can_queue;
 	sess->tasks = kcalloc(sess->ntasks, sizeof(*sess->tasks), GFP_KERNEL);
@@ -1987,6 +2115,9 @@ static int itcp_create_conn(struct iscsi_if_conn *ifc)
 	INIT_LIST_HEAD(&conn->dataq);
 	INIT_LIST_HEAD(&conn->mgmtq);
 	conn->rx_state = RX_DEAD;
+	spin_lock_bh(&conn->sess->lock);
+	list_add_tail(&conn->node, &conn->sess->conns);
+	spin_unlock_bh(&conn->sess->lock);
 	return 0;
 }
 
@@ -2022,6 +2153,9 @@ static void itcp_destroy_conn(struct iscsi_if_conn *ifc)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 
+	spin_lock_bh(&conn->sess->lock);
+	list_del_init(&conn->node);
+	spin_unlock_bh(&conn->sess->lock);
 	itcp_release_sock(conn);
 	kvfree(conn->rx_buf);
 	conn->rx_buf = NULL;
@@ -2059,9 +2193,17 @@ static int itcp_bind_conn(struct iscsi_if_conn *ifc, int fd, u32 exp_statsn,
 
 	spin_lock_bh(&sess->lock);
 	conn->exp_statsn = exp_statsn;
-	sess->cmdsn = cmdsn;
-	sess->exp_cmdsn = cmdsn;
-	sess->max_cmdsn = iscsi_sna_lt(max_cmdsn, cmdsn - 1) ? cmdsn : max_cmdsn;
+	if (sess->nr_running) {
+		/*
+		 * A further connection: the session's CmdSN goes on; what its
+		 * login answered can only widen the window.
+		 */
+		update_cmdsn_cpu(sess, cmdsn, max_cmdsn);
+	} else {
+		sess->cmdsn = cmdsn;
+		sess->exp_cmdsn = cmdsn;
+		sess->max_cmdsn = iscsi_sna_lt(max_cmdsn, cmdsn - 1) ? cmdsn : max_cmdsn;
+	}
 	spin_unlock_bh(&sess->lock);
 	trace_iscsi_tcp_conn_state(ifc, ISCSI_IF_CONN_BOUND, 0);
 	return 0;
@@ -2100,6 +2242,7 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	}
 	conn->xmit_dead = false;
 	conn->stopping = false;
+	conn->draining = false;
 	conn->logout_sent = false;
 	conn->logout_rsp_seen = false;
 	conn->rx_task = NULL;
@@ -2107,7 +2250,8 @@ static int itcp_start_conn(struct iscsi_if_conn *ifc)
 	trace_iscsi_tcp_conn_state(ifc, ISCSI_IF_CONN_STARTED, 0);
 
 	spin_lock_bh(&sess->lock);
-	sess->conn = conn;
+	conn->running = true;
+	sess->nr_running++;
 	sess->conn_gen++;
 	spin_unlock_bh(&sess->lock);
 
@@ -2151,19 +2295,20 @@ static void itcp_unhook_sock(struct itcp_conn *conn)
 }
 
 /*
- * Under sess->lock: every task leaves the table with result; the commands to
- * complete go on done through their xmit_node (a finished task is on no
- * transmit queue), so that nothing needs to be allocated here.
+ * Under sess->lock: every task allegiant to conn leaves the table with
+ * result; the commands to complete go on done through their xmit_node (a
+ * finished task is on no transmit queue), so that nothing needs to be
+ * allocated here.
  */
-static void tasks_finish_all_locked(struct itcp_session *sess, int result,
-				    struct list_head *done)
+static void tasks_finish_conn_locked(struct itcp_session *sess, struct itcp_conn *conn,
+				     int result, struct list_head *done)
 {
 	struct itcp_task *task;
 	u32 i;
 
 	for (i = 0; i < sess->ntasks; i++) {
 		task = sess->tasks[i];
-		if (!task)
+		if (!task || task->conn != conn)
 			continue;
 		if (task_finish_locked(sess, task, result))
 			list_add_tail(&task->xmit_node, done);
@@ -2184,9 +2329,12 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 
 	spin_lock_bh(&sess->lock);
 	conn->stopping = true;
-	if (sess->conn == conn)
-		sess->conn = NULL;
+	if (conn->running) {
+		conn->running = false;
+		sess->nr_running--;
+	}
 	spin_unlock_bh(&sess->lock);
+	wake_up_all(&sess->xmit_wait);	/* a DRAIN_CONN waiting on it */
 
 	itcp_unhook_sock(conn);
 	cancel_work_sync(&conn->xmit_work);
@@ -2194,12 +2342,13 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 	itcp_abort_sock(conn);	/* before the commands' pages go back */
 
 	spin_lock_bh(&sess->lock);
-	tasks_finish_all_locked(sess, result, &done);
+	tasks_finish_conn_locked(sess, conn, result, &done);
 	INIT_LIST_HEAD(&conn->cmdq);
 	INIT_LIST_HEAD(&conn->dataq);
 	list_splice_init(&conn->mgmtq, &mgmt);
 	conn->mgmt_queued = 0;
-	if (sess->tmf_pending) {
+	conn->xmit_task = NULL;
+	if (sess->tmf_pending && sess->tmf_conn == conn) {
 		sess->tmf_pending = false;
 		complete(&sess->tmf_done);
 	}
@@ -2232,7 +2381,7 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 	int err = parse_uint(value, &v);	/* every value used here is a number */
 
 	spin_lock_bh(&sess->lock);
-	running = sess->conn;
+	running = sess->nr_running;
 	spin_unlock_bh(&sess->lock);
 
 	switch (param) {
@@ -2244,7 +2393,7 @@ static int itcp_set_param(struct iscsi_if_session *ifs, struct iscsi_if_conn *if
 			return -EINVAL;	/* given for connection parameters */
 		if (err)
 			return err;
-		if (running && sess->conn == conn)
+		if (READ_ONCE(conn->running))
 			return -EBUSY;
 		if (param == ISCSI_IF_PARAM_MAX_RECV_DLENGTH)
 			conn->max_recv_dlength = v;
@@ -2332,7 +2481,7 @@ static int itcp_send_pdu(struct iscsi_if_conn *ifc, const u8 *pdu, size_t len)
 	INIT_LIST_HEAD(&m->node);
 
 	spin_lock_bh(&sess->lock);
-	if (sess->conn != conn || conn->stopping) {
+	if (!conn->running) {
 		spin_unlock_bh(&sess->lock);
 		kfree(m);
 		return -ENOTCONN;
@@ -2365,6 +2514,105 @@ static void itcp_get_stats(struct iscsi_if_conn *ifc, u64 stats[__ISCSI_IF_STAT_
 		stats[i] = READ_ONCE(conn->stats[i]);
 }
 
+/* Under sess->lock: DRAIN_CONN is over for conn: it stopped, or its last task left. */
+static bool conn_drained(struct itcp_session *sess, struct itcp_conn *conn)
+{
+	bool drained;
+
+	spin_lock_bh(&sess->lock);
+	drained = !conn->running || !conn->ntasks;
+	spin_unlock_bh(&sess->lock);
+	return drained;
+}
+
+/*
+ * Under sess->lock: the commands of a draining connection that have not
+ * left yet (no CmdSN) go to the other connections, built again for the
+ * new one's MaxXmitDataSegmentLength.
+ */
+static void drain_requeue_locked(struct itcp_session *sess, struct itcp_conn *conn)
+{
+	struct itcp_task *task, *next;
+	struct itcp_conn *to;
+
+	list_for_each_entry_safe(task, next, &conn->cmdq, xmit_node) {
+		to = pick_conn_locked(sess);
+		if (!to)
+			break;
+		list_del_init(&task->xmit_node);
+		conn->ntasks--;
+		task_build(sess, to, task, task_sc(task), task->itt);
+		to->ntasks++;
+		list_add_tail(&task->xmit_node, &to->cmdq);
+	}
+	kick_conns_locked(sess);
+}
+
+/**
+ * itcp_drain_conn() - stop giving a connection new commands and wait for its others
+ * @ifc: the connection, running
+ * @timeout: seconds to wait for its outstanding commands
+ *
+ * The first step of closing one connection of a session (a Logout with
+ * reason "close the connection" follows, RFC 7143 11.14): no new command is
+ * given to it and those not sent yet move to the others, so that nothing
+ * allegiant to it is left when the target drops the connection's tasks. On
+ * a timeout or a signal it takes commands again.
+ *
+ * Context: process, without the iscsi_if mutex; sleeps.
+ * Return: 0; -EBUSY when no other connection takes commands; -ENOTCONN when
+ * the connection is not running or stopped meanwhile; -ETIMEDOUT;
+ * -ERESTARTSYS.
+ */
+static int itcp_drain_conn(struct iscsi_if_conn *ifc, unsigned int timeout)
+{
+	struct itcp_conn *conn = ifc->dd_data;
+	struct itcp_session *sess = conn->sess;
+	struct itcp_conn *c;
+	bool other = false;
+	long left;
+
+	spin_lock_bh(&sess->lock);
+	if (!conn->running) {
+		spin_unlock_bh(&sess->lock);
+		return -ENOTCONN;
+	}
+	list_for_each_entry(c, &sess->conns, node)
+		if (c != conn && c->running && !c->draining && !READ_ONCE(c->xmit_dead))
+			other = true;
+	if (!other) {
+		spin_unlock_bh(&sess->lock);
+		return -EBUSY;
+	}
+	conn->draining = true;
+	drain_requeue_locked(sess, conn);
+	spin_unlock_bh(&sess->lock);
+
+	left = wait_event_interruptible_timeout(sess->xmit_wait, conn_drained(sess, conn),
+						(unsigned long)timeout * HZ);
+	spin_lock_bh(&sess->lock);
+	if (!conn->running) {
+		left = -ENOTCONN;
+	} else if (left <= 0) {
+		conn->draining = false;	/* it goes on taking commands */
+		left = left ? left : -ETIMEDOUT;
+	}
+	spin_unlock_bh(&sess->lock);
+	return left < 0 ? left : 0;
+}
+
+/* The CmdSN the session's next command gets. */
+static u32 itcp_cmdsn(struct iscsi_if_session *ifs)
+{
+	struct itcp_session *sess = ifs->dd_data;
+	u32 cmdsn;
+
+	spin_lock_bh(&sess->lock);
+	cmdsn = sess->cmdsn;
+	spin_unlock_bh(&sess->lock);
+	return cmdsn;
+}
+
 #if LINUX_VERSION_CODE < KERNEL_VERSION(6, 11, 0)
 /*
  * Pages go to TCP without a copy: with a data digest the page must not
@@ -2373,10 +2621,13 @@ static void itcp_get_stats(struct iscsi_if_conn *ifc, u64 stats[__ISCSI_IF_STAT_
 static int itcp_slave_configure(struct scsi_device *sdev)
 {
 	struct itcp_session *sess = shost_sess(sdev->host);
-	bool datadgst;
+	struct itcp_conn *conn;
+	bool datadgst = false;
 
 	spin_lock_bh(&sess->lock);
-	datadgst = sess->conn && sess->conn->datadgst;
+	list_for_each_entry(conn, &sess->conns, node)
+		if (conn->running && conn->datadgst)
+			datadgst = true;
 	spin_unlock_bh(&sess->lock);
 	if (datadgst)
 		blk_queue_flag_set(QUEUE_FLAG_STABLE_WRITES, sdev->request_queue);
@@ -2422,6 +2673,9 @@ static struct iscsi_if_transport itcp_transport = {
 	.set_param		= itcp_set_param,
 	.send_pdu		= itcp_send_pdu,
 	.get_stats		= itcp_get_stats,
+	.drain_conn		= itcp_drain_conn,
+	.cmdsn			= itcp_cmdsn,
+	.max_conns		= ITCP_MAX_CONNS,
 };
 
 static int __init itcp_init(void)
