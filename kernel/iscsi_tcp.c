@@ -2320,8 +2320,7 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 {
 	struct itcp_conn *conn = ifc->dd_data;
 	struct itcp_session *sess = conn->sess;
-	int result = flag == ISCSI_IF_STOP_RECOVER ? DID_TRANSPORT_DISRUPTED << 16
-						   : DID_NO_CONNECT << 16;
+	int result = DID_TRANSPORT_DISRUPTED << 16;
 	struct itcp_task *task, *next;
 	struct itcp_mgmt *m, *tmp;
 	LIST_HEAD(mgmt);
@@ -2333,6 +2332,13 @@ static void itcp_stop_conn(struct iscsi_if_conn *ifc, int flag)
 		conn->running = false;
 		sess->nr_running--;
 	}
+	/*
+	 * Its commands are retried (the queue is blocked while the session
+	 * recovers; other connections take them when one connection of several
+	 * ends), unless the session ends with it.
+	 */
+	if (flag == ISCSI_IF_STOP_TERM && !sess->nr_running)
+		result = DID_NO_CONNECT << 16;
 	spin_unlock_bh(&sess->lock);
 	wake_up_all(&sess->xmit_wait);	/* a DRAIN_CONN waiting on it */
 
@@ -2561,8 +2567,7 @@ static void drain_requeue_locked(struct itcp_session *sess, struct itcp_conn *co
  *
  * Context: process, without the iscsi_if mutex; sleeps.
  * Return: 0; -EBUSY when no other connection takes commands; -ENOTCONN when
- * the connection is not running or stopped meanwhile; -ETIMEDOUT;
- * -ERESTARTSYS.
+ * the connection is not running or stopped meanwhile; -ETIMEDOUT; -EINTR.
  */
 static int itcp_drain_conn(struct iscsi_if_conn *ifc, unsigned int timeout)
 {
@@ -2595,7 +2600,7 @@ static int itcp_drain_conn(struct iscsi_if_conn *ifc, unsigned int timeout)
 		left = -ENOTCONN;
 	} else if (left <= 0) {
 		conn->draining = false;	/* it goes on taking commands */
-		left = left ? left : -ETIMEDOUT;
+		left = left ? -EINTR : -ETIMEDOUT;
 	}
 	spin_unlock_bh(&sess->lock);
 	return left < 0 ? left : 0;
