@@ -540,4 +540,7 @@ pyiscsi extensions (the seed's syntax):
                         `-m discovery -t st -p ip[:port]` reuses its settings (e.g. CHAP)
   -m node -o nonpersistent -r ID -n NAME -v VALUE
                         print the record with the values changed, without saving it
+  -m session -r SID:CID -u
+                        log out of connection CID of session SID only (the session's
+                        other connections carry on)
 """
