@@ -53,9 +53,11 @@ def test_four_connections_carry_verified_io(run: tuple[Any, dict[str, str]]) -> 
     assert all(n > 100 for n in cmds), cmds
     out = run[0].out_dir
     p3 = (out / "session-P3.txt").read_text()
-    assert p3.count("iSCSI Connection State:") == 4, p3
+    assert p3.count("iSCSI Connection State: LOGGED IN") == 4, p3
+    assert [f"Connection CID: {c}" in p3 for c in range(1, 4)] == [True] * 3, p3
     stats = (out / "session-stats.txt").read_text()
-    assert "scsicmd_pdus" in stats, stats
+    assert stats.count("Stats for connection [sid: ") == 4, stats
+    assert stats.count("scsicmd_pdus") == 5, stats  # the total and each connection
 
 
 def test_one_connection_closes_under_io(run: tuple[Any, dict[str, str]]) -> None:
