@@ -198,6 +198,12 @@ class _GatedSteps:
         self.at["logging_in"].set()
         self.go["logged_in"].wait(5)
 
+    def connections(self, sid: int) -> list[int]:
+        return [0]
+
+    def add(self, sid: int, cids: list[int]) -> list[int]:
+        return cids
+
 
 def test_session_info_answers_the_sessions_real_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
