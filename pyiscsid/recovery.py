@@ -218,6 +218,7 @@ class KernelSteps:
             raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is gone")
         record = find_record(info)
         settings = reinstatement_settings(info, record, self.initiator_name, self.initiator_alias)
+        settings.cid = cid  # the leading login's CID is the kernel connection it binds to
         node: kernel_session.Node = record or _SysfsNode(
             info.target, info.persistent_address, info.persistent_port, info.tpgt, info.iface
         )
