@@ -150,7 +150,8 @@ def add_connections(
 class KernelConnectionSteps:
     """The real ConnectionSteps: login.login with the session's CmdSN, then
     kernel_session.add_connection. `existing`: CIDs the kernel has already (a recovery's
-    stopped connections): bound again, not created; destroyed if they cannot be."""
+    stopped connections): bound again, not created (one whose login fails is left to the
+    caller; one that cannot be bound or started is destroyed)."""
 
     def __init__(
         self, node: kernel_session.Node, initiator_name: str, existing: Iterable[int] = ()
@@ -161,13 +162,7 @@ class KernelConnectionSteps:
 
     def add(self, sid: int, cid: int, portal: Portal, settings: LoginSettings) -> None:
         exists = cid in self.existing
-        try:
-            result = self._login(sid, portal, settings)
-        except BaseException:
-            if exists:  # a stopped connection nobody can bind again: not left behind
-                with IscsiNetlink() as nl:
-                    kernel_session.destroy_connection(nl, sid, cid, None)
-            raise
+        result = self._login(sid, portal, settings)
         node = PortalNode.of(self.node, portal)
         try:
             with IscsiNetlink() as nl:

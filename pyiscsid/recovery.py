@@ -196,7 +196,8 @@ class KernelSteps:
         steps = connections.KernelConnectionSteps(node, settings.initiator_name, cids)
         portals = connections.record_portals(node)
         added = connections.add_connections(sid, cids, portals, settings, tsih, steps)
-        left = [cid for cid in cids if cid not in added]
+        present = sysfs.connection_ids(sid)
+        left = [cid for cid in cids if cid not in added and cid in present]
         if left:
             with IscsiNetlink() as nl:
                 for cid in left:  # stopped and not bound again: not left behind

@@ -381,3 +381,43 @@ def test_cancel_ends_a_time2wait_at_once_and_frees_the_sid() -> None:
     assert mgr.wait(3, 5)
     assert steps.calls.count(("reconnect", 3)) == 1
     assert mgr.cancel(4, 0)  # nothing to cancel: nothing runs
+
+
+def test_kernel_steps_add_uses_the_new_tsih_and_destroys_what_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyiscsid import connections, sysfs
+    from pyiscsid.recovery import KernelSteps
+    from pyiscsid.settings import LoginSettings
+
+    steps = KernelSteps()
+    assert steps.add(6, [1, 2]) == []  # nothing reinstated: nothing to add to
+    node = type("N", (), {"target": "iqn.x:t", "address": "a", "port": 1, "tpgt": 1,
+                                    "iface": "default", "get": lambda self, n: ""})()  # fmt: skip
+    settings = LoginSettings(initiator_name="iqn.x:i", target_name="iqn.x:t")
+    steps._reinstated[6] = (node, settings, 0x77)
+    seen: list[tuple[list[int], int, set[int]]] = []
+
+    def add_connections(sid, cids, portals, settings_, tsih, csteps):  # type: ignore[no-untyped-def]
+        seen.append((list(cids), tsih, csteps.existing))
+        return [1]
+
+    destroyed: list[tuple[int, int]] = []
+
+    class Nl:
+        def __enter__(self) -> Nl:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    monkeypatch.setattr(connections, "add_connections", add_connections)
+    monkeypatch.setattr(connections, "record_portals", lambda n: [connections.Portal("a", 1)])
+    monkeypatch.setattr(sysfs, "connection_ids", lambda sid: [0, 1, 2])
+    monkeypatch.setattr("pyiscsid.recovery.IscsiNetlink", Nl)
+    monkeypatch.setattr(
+        ks, "destroy_connection", lambda nl, sid, cid, stop: destroyed.append((sid, cid))
+    )
+    assert steps.add(6, [1, 2, 3]) == [1]
+    assert seen == [([1, 2, 3], 0x77, {1, 2, 3})]  # bound to the stopped kernel connections
+    assert destroyed == [(6, 2)]  # 3 is gone already; 2 is stopped and not re-added
