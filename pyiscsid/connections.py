@@ -23,6 +23,7 @@ from pyiscsid.login import LoginError, LoginResult, login
 from pyiscsid.negotiation import NegotiatedParams
 from pyiscsid.netlink import IscsiNetlink
 from pyiscsid.settings import LoginSettings
+from pyiscsid.uapi import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ def _ends_adding(sid: int, cid: int, exc: IscsiError | OSError) -> bool:
             log.warning("connection%d:%d: the target does not know the session any more (%s): "
                         "no further connections", sid, cid, exc.message)  # fmt: skip
             return True
+    if isinstance(exc, IscsiError) and exc.code in (Err.BUSY, Err.SESS_NOT_FOUND):
+        log.warning("connection%d:%d not added: %s", sid, cid, exc.message)
+        return True  # the session failed or is gone: no further logins into it
     why = exc.message if isinstance(exc, IscsiError) else str(exc)
     log.warning("connection%d:%d could not be added: %s", sid, cid, why)
     return False
@@ -132,7 +136,8 @@ def add_connections(
 ) -> list[int]:
     """Add connections `cids` to session `sid` (TSIH `tsih`), each to its portal_of; the CIDs
     added. Status 0x0206 (too many connections) and 0x020A (session does not exist) end the
-    adding; any other failure skips that connection only. Never raises for a connection."""
+    adding, as do a session that is no longer logged in (BUSY) or gone (SESS_NOT_FOUND); any
+    other failure skips that connection only. Never raises for a connection."""
     added = []
     for cid in cids:
         portal = portal_of(cid, portals)
@@ -175,7 +180,10 @@ class KernelConnectionSteps:
 
     def _login(self, sid: int, portal: Portal, settings: LoginSettings) -> LoginResult:
         with IscsiNetlink() as nl:
-            cmdsn = nl.get_session(sid).cmdsn
+            session = nl.get_session(sid)
+        if session.state != SessionState.LOGGED_IN:  # failed meanwhile: its recovery's turn
+            raise IscsiError(Err.BUSY, f"session {sid} is not logged in")
+        cmdsn = session.cmdsn
         if cmdsn is None:
             raise IscsiError(Err.INTERNAL, f"session {sid}: the kernel did not give its CmdSN")
         return login(portal.address, portal.port, settings, cmdsn=cmdsn)

@@ -437,3 +437,10 @@ def test_conn_error_of_a_connection_being_closed_starts_no_recovery() -> None:
         with ks._lock:
             ks._closing_conns.discard((8, 1))
     assert failed == [(8, 2)]  # another connection's failure still recovers the session
+
+
+@pytest.mark.parametrize("code", [Err.BUSY, Err.SESS_NOT_FOUND])
+def test_a_session_that_failed_or_went_ends_the_adding(code: Err) -> None:
+    steps = FakeConnSteps({1: IscsiError(code, "session 1 is not logged in")})
+    assert mcs.add_connections(1, range(1, 4), PORTALS, SETTINGS, 7, steps) == []
+    assert len(steps.calls) == 1
