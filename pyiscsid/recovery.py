@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pyiscsid import connections, kernel_session, sysfs
+from pyiscsid.async_msg import MAX_TIME2WAIT
 from pyiscsid.db import Database
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.login import LoginResult, login
@@ -86,6 +87,9 @@ class RecoverySteps(Protocol):
         """After `reconnect`: log the further connections `cids` in again with the reinstated
         session's TSIH and start them; the CIDs added (the others are destroyed). Never
         raises for a connection."""
+
+    def time2wait(self, sid: int) -> float:
+        """The session's negotiated DefaultTime2Wait in seconds (RFC 7143 13.15)."""
 
 
 # Parameters a new login renegotiates: set again before BIND_CONN. Identity and timeouts stay.
@@ -203,6 +207,13 @@ class KernelSteps:
                 for cid in left:  # stopped and not bound again: not left behind
                     kernel_session.destroy_connection(nl, sid, cid, None)
         return added
+
+    def time2wait(self, sid: int) -> float:
+        value = sysfs.read_str(f"{sysfs.session_dir(sid)}/def_time2wait")
+        try:
+            return float(int(value or "2"))
+        except ValueError:
+            return 2.0
 
     def stop(self, sid: int, cid: int) -> None:
         with IscsiNetlink() as nl:
@@ -429,6 +440,13 @@ class RecoveryManager:
         t_stopped = time.monotonic()
         with self._lock:
             not_before = self._not_before.pop(sid, 0.0)
+        if further:
+            # Several connections ended at once: the target gets DefaultTime2Wait (RFC 7143
+            # 13.15, at most MAX_TIME2WAIT) to close them all before the reinstatement. LIO
+            # (Linux 6.1) walks the old session's connections while it still closes them and
+            # oopses if a reinstatement arrives meanwhile.
+            t2w = min(self.steps.time2wait(sid), MAX_TIME2WAIT)
+            not_before = max(not_before, t_stopped + t2w)
         wait = not_before - time.monotonic()
         if wait > 0:
             log.info("connection%d:%d: waiting %.1f s (Time2Wait) to reconnect", sid, cid, wait)

@@ -198,6 +198,9 @@ class _GatedSteps:
         self.at["logging_in"].set()
         self.go["logged_in"].wait(5)
 
+    def time2wait(self, sid: int) -> float:
+        return 0.0
+
     def connections(self, sid: int) -> list[int]:
         return [0]
 

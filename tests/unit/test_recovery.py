@@ -71,6 +71,9 @@ class FakeSteps:
                 self.failures -= 1
                 raise IscsiError(Err.TRANS, "cannot make connection to 127.0.0.1: refused")
 
+    def time2wait(self, sid: int) -> float:
+        return 0.0
+
     def connections(self, sid: int) -> list[int]:
         return list(self.cids)
 
