@@ -48,6 +48,7 @@ class FakeSteps:
         self.reconnected: list[tuple[int, int]] = []
         self.added: list[tuple[int, list[int]]] = []
         self.refuse: set[int] = set()  # CIDs `add` cannot add again
+        self.t2w = 0.0  # what `time2wait` answers
 
     def stop(self, sid: int, cid: int) -> None:
         with self.lock:
@@ -72,7 +73,7 @@ class FakeSteps:
                 raise IscsiError(Err.TRANS, "cannot make connection to 127.0.0.1: refused")
 
     def time2wait(self, sid: int) -> float:
-        return 0.0
+        return self.t2w
 
     def connections(self, sid: int) -> list[int]:
         return list(self.cids)
@@ -277,6 +278,20 @@ def test_recovery_of_several_connections_stops_all_and_adds_the_others_back() ->
     assert steps.reconnected == [(4, 0)]  # the leading login reinstates on CID 0
     assert steps.added == [(4, [1, 3])]  # then the others are logged in again
     assert mgr.recovered == {4: 1}
+
+
+def test_several_connections_wait_time2wait_before_the_reinstatement() -> None:
+    """All connections of the session went down at once: the target gets DefaultTime2Wait to
+    close them before the reinstatement; one connection reconnects after the back-off only."""
+    for cids, least, most in (([0, 1], 0.3, 5.0), ([0], 0.0, 0.25)):
+        steps = FakeSteps(cids=cids)
+        steps.t2w = 0.3
+        mgr = RecoveryManager(backoff=FAST, steps=steps)
+        t0 = time.monotonic()
+        assert mgr.conn_failed(4, 0, "CONN_FAILED")
+        assert mgr.wait(4, 5)
+        assert least <= time.monotonic() - t0 < most, cids
+        assert steps.reconnected == [(4, 0)]
 
 
 def test_recovery_leads_with_the_first_cid_the_user_left() -> None:
