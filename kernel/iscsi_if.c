@@ -249,13 +249,22 @@ static char *param_normalise(enum iscsi_if_param p, const char *v,
 
 /* ----------------------------------------------------------------- sysfs */
 
-static ssize_t param_text_show(struct iscsi_if_session *s, int p, char *buf)
+/* Where a parameter's text lives: the connection's table for connection parameters. */
+static char **param_slot(struct iscsi_if_session *s, struct iscsi_if_conn *c, int p)
+{
+	return param_descs[p].conn ? &c->params[p] : &s->params[p];
+}
+
+static ssize_t param_text_show(struct iscsi_if_session *s, struct iscsi_if_conn *c, int p,
+			       char *buf)
 {
 	unsigned long flags;
 	ssize_t n;
+	char *v;
 
 	spin_lock_irqsave(&s->lock, flags);
-	n = sysfs_emit(buf, "%s\n", s->params[p] ? s->params[p] : "(null)");
+	v = *param_slot(s, c, p);
+	n = sysfs_emit(buf, "%s\n", v ? v : "(null)");
 	spin_unlock_irqrestore(&s->lock, flags);
 	return n;
 }
@@ -272,7 +281,7 @@ static ssize_t sess_param_show(struct device *dev, struct device_attribute *attr
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, cdev);
 
-	return param_text_show(s, to_param_attr(attr)->param, buf);
+	return param_text_show(s, NULL, to_param_attr(attr)->param, buf);
 }
 
 static ssize_t conn_param_show(struct device *dev, struct device_attribute *attr,
@@ -280,11 +289,7 @@ static ssize_t conn_param_show(struct device *dev, struct device_attribute *attr
 {
 	struct iscsi_if_conn *c = container_of(dev, struct iscsi_if_conn, cdev);
 
-	/* Connection parameters live in the session's table, per connection
-	 * in iscsi_if_conn would be nicer but one connection per session is
-	 * all the data path supports.
-	 */
-	return param_text_show(c->session, to_param_attr(attr)->param, buf);
+	return param_text_show(c->session, c, to_param_attr(attr)->param, buf);
 }
 
 #define SESS_ATTR(_name, _p)						\
@@ -480,7 +485,7 @@ static ssize_t host_initiatorname_show(struct device *dev,
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
 
-	return param_text_show(s, ISCSI_IF_PARAM_INITIATOR_NAME, buf);
+	return param_text_show(s, NULL, ISCSI_IF_PARAM_INITIATOR_NAME, buf);
 }
 
 static struct device_attribute host_attr_initiatorname =
@@ -491,7 +496,7 @@ static ssize_t host_netdev_show(struct device *dev, struct device_attribute *att
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
 
-	return param_text_show(s, ISCSI_IF_PARAM_NETDEV_NAME, buf);
+	return param_text_show(s, NULL, ISCSI_IF_PARAM_NETDEV_NAME, buf);
 }
 
 static struct device_attribute host_attr_netdev =
@@ -502,7 +507,7 @@ static ssize_t host_hwaddress_show(struct device *dev, struct device_attribute *
 {
 	struct iscsi_if_session *s = container_of(dev, struct iscsi_if_session, hdev);
 
-	return param_text_show(s, ISCSI_IF_PARAM_HWADDRESS, buf);
+	return param_text_show(s, NULL, ISCSI_IF_PARAM_HWADDRESS, buf);
 }
 
 static struct device_attribute host_attr_hwaddress =
@@ -939,7 +944,10 @@ static void conn_release(struct device *dev)
 {
 	struct iscsi_if_conn *c = container_of(dev, struct iscsi_if_conn, dev);
 	struct iscsi_if_session *s = c->session;
+	int i;
 
+	for (i = 0; i < __ISCSI_IF_PARAM_MAX; i++)
+		kfree(c->params[i]);
 	kfree(c);
 	put_device(&s->dev);
 }
@@ -1673,8 +1681,8 @@ static int cmd_set_param(struct sk_buff *skb, struct genl_info *info)
 	if (err)
 		goto out;
 	spin_lock_irqsave(&s->lock, flags);
-	old = s->params[param];
-	s->params[param] = value;
+	old = *param_slot(s, c, param);
+	*param_slot(s, c, param) = value;
 	spin_unlock_irqrestore(&s->lock, flags);
 	value = NULL;
 	kfree(old);
@@ -1687,8 +1695,9 @@ out:
 static int cmd_get_param(struct sk_buff *skb, struct genl_info *info)
 {
 	struct iscsi_if_session *s;
-	struct iscsi_if_conn *c;
+	struct iscsi_if_conn *c = NULL;
 	struct sk_buff *msg;
+	const char *value;
 	unsigned long flags;
 	void *hdr;
 	u32 param;
@@ -1719,10 +1728,11 @@ static int cmd_get_param(struct sk_buff *skb, struct genl_info *info)
 	}
 	err = -ENOENT;
 	spin_lock_irqsave(&s->lock, flags);
-	if (s->params[param])
+	value = *param_slot(s, c, param);
+	if (value)
 		err = nla_put_u32(msg, ISCSI_IF_ATTR_SID, s->sid) ||
 		      nla_put_u32(msg, ISCSI_IF_ATTR_PARAM, param) ||
-		      nla_put_string(msg, ISCSI_IF_ATTR_VALUE, s->params[param]) ?
+		      nla_put_string(msg, ISCSI_IF_ATTR_VALUE, value) ?
 		      -EMSGSIZE : 0;
 	spin_unlock_irqrestore(&s->lock, flags);
 	if (err == -ENOENT)

@@ -74,7 +74,8 @@ enum iscsi_if_conn_state {
  * @recovery_work: ends the recovery when @recovery_tmo expires
  * @scan_lock: keeps a scan and DESTROY_SESSION apart
  * @conns: the connections (iscsi_if_conn.node), under the iscsi_if mutex
- * @params: parameter values as set (normalised text), for sysfs and GET_PARAM
+ * @params: session parameter values as set (normalised text), for sysfs and
+ *	GET_PARAM (a connection's own are in its iscsi_if_conn)
  * @host_ipaddress: our end of the connection, for iscsi_host/hostM/ipaddress
  * @creator: the process that created the session (sysfs "creator")
  * @dd_data: the transport's private area, transport->session_size bytes in
@@ -120,6 +121,8 @@ struct iscsi_if_session {
  * @flags: ISCSI_IF_CONN_F_* bits
  * @error: the enum iscsi_if_err of the first error since the last start
  * @err_work: reports that error to iscsid and fails the session
+ * @params: the connection parameters' values as set (normalised text), for
+ *	sysfs and GET_PARAM; under the session's lock
  * @dd_data: the transport's private area, transport->conn_size bytes in the
  *	same allocation
  */
@@ -134,6 +137,7 @@ struct iscsi_if_conn {
 	unsigned long flags;
 	u32 error;
 	struct work_struct err_work;
+	char *params[__ISCSI_IF_PARAM_MAX];
 	void *dd_data;
 };
 

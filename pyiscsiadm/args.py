@@ -403,6 +403,11 @@ def _parse_sid(text: str) -> tuple[int, int | None]:
     if base.startswith("session"):
         base = base[len("session") :]
     sid, colon, cid = base.partition(":")
-    if not sid.isdigit() or (colon and not cid.isdigit()):
+    if not _is_number(sid) or (colon and not _is_number(cid)):
         raise UsageError([f"invalid sid '{text}'"])
     return int(sid), int(cid) if colon else None
+
+
+def _is_number(text: str) -> bool:
+    """Decimal digits 0-9 only (no sign, no space, no other script's digits)."""
+    return text.isascii() and text.isdigit()

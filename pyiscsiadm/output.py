@@ -12,7 +12,7 @@ TYPE_CHECKING = False  # typing is not imported at run time: iscsiadm starts fas
 if TYPE_CHECKING:
     from typing import Protocol, TypeVar
 
-    from pyiscsid.sysfs import ScsiDevice, SessionInfo
+    from pyiscsid.sysfs import ConnectionInfo, ScsiDevice, SessionInfo
 
     class NodeLike(Protocol):
         target: str
@@ -142,6 +142,28 @@ def stats_banner(sid: int, target: str, address: str, port: int) -> str:
     return f"Stats for session {session_target(sid, target, address, port)}"
 
 
+# One connection of a multi-connection session (`-r SID:CID`): open-iscsi's session lines with
+# the CID after the SID.
+def connection_target(sid: int, cid: int, target: str, address: str, port: int) -> str:
+    return f"[sid: {sid}, cid: {cid}, target: {target}, portal: {address},{port}]"
+
+
+def logging_out_connection(sid: int, cid: int, target: str, address: str, port: int) -> str:
+    return f"Logging out of connection {connection_target(sid, cid, target, address, port)}"
+
+
+def logout_connection_ok(sid: int, cid: int, target: str, address: str, port: int) -> str:
+    return f"Logout of {connection_target(sid, cid, target, address, port)} successful."
+
+
+def logout_connection_failed(sid: int, cid: int, target: str, address: str, port: int) -> str:
+    return f"Could not logout of {connection_target(sid, cid, target, address, port)}."
+
+
+def connection_stats_banner(sid: int, cid: int, target: str, address: str, port: int) -> str:
+    return f"Stats for connection {connection_target(sid, cid, target, address, port)}"
+
+
 # stderr (log_error/log_warning, printed with the `iscsiadm: ` prefix by `error`):
 def login_failed(iface: str, target: str, address: str, port: int) -> str:
     return f"Could not login to {login_target(iface, target, address, port)}."
@@ -268,6 +290,7 @@ def session_tree(
     show: bool = False,
     version: str | None = None,
     luns: dict[int, tuple[str | None, list[ScsiDevice]]] | None = None,
+    connections: dict[int, list[ConnectionInfo]] | None = None,
 ) -> list[str]:
     """`-m session -P 1..3` lines, byte for byte as open-iscsi 2.1.8 prints them.
 
@@ -275,9 +298,16 @@ def session_tree(
     prints `Unknown` (iscsid did not answer). `show` (-S) prints the CHAP secrets. For -P 3:
     `version` is the transport class version (None: the line is left out), `luns` maps a sid
     to its host's state and its LUNs.
+
+    `connections` maps a sid to its connections after the first (multi-connection sessions):
+    the first connection's lines are where open-iscsi prints them (`s` holds its portals and
+    parameters); each further one gets a block of its own (connection_block) after the
+    session's other lines and before `Attached SCSI devices`. Without further connections the
+    output is open-iscsi's, byte for byte.
     """
     states = states or {}
     luns = luns or {}
+    connections = connections or {}
     lines: list[str] = []
     if level >= 3 and version:
         lines += [f"iSCSI Transport Class version {version}", "version 2.1.8"]
@@ -310,9 +340,56 @@ def session_tree(
         if level >= 2:
             lines += _timeouts_and_chap(s, show)
             lines += _negotiated(s)
+        for c in connections.get(s.sid, []):
+            lines += connection_block(c, s.tpgt, level)
         if level >= 3:
             lines += _scsi_state(s, *luns.get(s.sid, (None, [])))
         prev = s
+    return lines
+
+
+# the kernel's connection state (sysfs `state` of connectionS:C) as iscsid's connection state
+# names it: what `iSCSI Connection State` says of the connections after the first one, for
+# which iscsid's session_info has no state of its own (see pyiscsid/states.py)
+KERNEL_CONN_STATES = {
+    "up": "LOGGED IN",
+    "bound": "IN LOGIN",  # bound to its socket, logging in, not started yet
+    "failed": "CLEANUP WAIT",  # as iscsid names a session whose connection failed
+    "down": "FREE",
+}
+
+
+def connection_block(c: ConnectionInfo, tpgt: int, level: int) -> list[str]:
+    """The connection-scope lines of a further connection of a session (`-P 1..3`):
+
+            *****************
+            Connection CID: 1
+            *****************
+            Current Portal: 10.0.0.2:3260,1
+            Persistent Portal: 10.0.0.2:3260,1
+            iSCSI Connection State: LOGGED IN
+            HeaderDigest: None                  (these four from -P 2 on)
+            DataDigest: None
+            MaxRecvDataSegmentLength: 262144
+            MaxXmitDataSegmentLength: 262144
+
+    all indented by two tabs, as the session's other lines: a parser that starts a session at
+    `Target:`, at a one-tab `Current Portal:` or at `SID:` keeps it in the same session. The
+    title is framed by stars of its length, as open-iscsi frames its sections."""
+    title = f"Connection CID: {c.cid}"
+    stars = "\t\t" + "*" * len(title)
+    lines = [
+        stars,
+        f"\t\t{title}",
+        stars,
+        f"\t\tCurrent Portal: {_portal(c.address, c.port, tpgt)}",
+        f"\t\tPersistent Portal: {_portal(c.persistent_address, c.persistent_port, tpgt)}",
+        f"\t\tiSCSI Connection State: {KERNEL_CONN_STATES.get(c.state, 'Unknown')}",
+    ]
+    if level >= 2:
+        lines += _connection_params(
+            c.header_digest, c.data_digest, c.max_recv_dlength, c.max_xmit_dlength
+        )
     return lines
 
 
@@ -363,24 +440,42 @@ def _timeouts_and_chap(s: SessionInfo, show: bool) -> list[str]:
 
 
 def _negotiated(s: SessionInfo) -> list[str]:
-    lines = [
+    return [
         "\t\t************************",
         "\t\tNegotiated iSCSI params:",
         "\t\t************************",
+        *_connection_params(s.header_digest, s.data_digest, s.max_recv_dlength, s.max_xmit_dlength),
+        *_params(
+            (
+                ("FirstBurstLength", s.first_burst_len, "int"),
+                ("MaxBurstLength", s.max_burst_len, "int"),
+                ("ImmediateData", s.immediate_data, "bool"),
+                ("InitialR2T", s.initial_r2t, "bool"),
+                ("MaxOutstandingR2T", s.max_outstanding_r2t, "int"),
+            )
+        ),
     ]
+
+
+def _connection_params(header: int, data: int, recv: int, xmit: int) -> list[str]:
+    """The negotiated parameters that are a connection's own (RFC 7143 13: the digests and
+    MaxRecvDataSegmentLength, each way)."""
+    return _params(
+        (
+            ("HeaderDigest", header, "digest"),
+            ("DataDigest", data, "digest"),
+            ("MaxRecvDataSegmentLength", recv, "int"),
+            ("MaxXmitDataSegmentLength", xmit, "int"),
+        )
+    )
+
+
+def _params(values: tuple[tuple[str, int, str], ...]) -> list[str]:
+    """`name: value` lines (digests None/CRC32C, booleans No/Yes); unknown (-1) ones left out."""
+    lines = []
     digest = {0: "None"}
     yes_no = {0: "No"}
-    for name, value, kind in (
-        ("HeaderDigest", s.header_digest, "digest"),
-        ("DataDigest", s.data_digest, "digest"),
-        ("MaxRecvDataSegmentLength", s.max_recv_dlength, "int"),
-        ("MaxXmitDataSegmentLength", s.max_xmit_dlength, "int"),
-        ("FirstBurstLength", s.first_burst_len, "int"),
-        ("MaxBurstLength", s.max_burst_len, "int"),
-        ("ImmediateData", s.immediate_data, "bool"),
-        ("InitialR2T", s.initial_r2t, "bool"),
-        ("MaxOutstandingR2T", s.max_outstanding_r2t, "int"),
-    ):
+    for name, value, kind in values:
         if value == -1:
             continue
         if kind == "digest":
@@ -445,4 +540,7 @@ pyiscsi extensions (the seed's syntax):
                         `-m discovery -t st -p ip[:port]` reuses its settings (e.g. CHAP)
   -m node -o nonpersistent -r ID -n NAME -v VALUE
                         print the record with the values changed, without saving it
+  -m session -r SID:CID -u
+                        log out of connection CID of session SID only (the session's
+                        other connections carry on)
 """

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from pyiscsiadm import output
 from pyiscsiadm.common import (
+    LOGIN_TIMEOUT,
     Env,
     Exit,
     fail,
@@ -34,9 +36,12 @@ def run(env: Env) -> int:
             raise fail(
                 f"Could not get connection info for sid {o.sid} cid {o.cid}", Err.SYSFS_LOOKUP
             )
-        # SID:CID: a session has one connection here, so logging out its (last) connection
-        # closes the session (RFC 7143 11.14), and showing it shows the session.
+        # SID:CID: logging out of one connection of a multi-connection session closes that
+        # connection only; of a session's last connection, the session (RFC 7143 11.14), with
+        # the session's lines. Any other operation acts on the session SID.
         if o.logout:
+            if o.cid is not None and sysfs.connection_ids(o.sid) != [o.cid]:
+                return logout_connection(s, o.cid)
             return logout_sessions([s])
         if o.rescan:
             return rescan([s])
@@ -94,6 +99,7 @@ def print_sessions(sessions: list[sysfs.SessionInfo], level: int, show: bool = F
     elif level in (1, 2, 3):
         states = {s.sid: iscsid_states(s.sid) for s in sessions}
         version, luns = None, {}
+        connections = further_connections(sessions)
         if level == 3:
             version = sysfs.kernel_version()
             luns = {
@@ -101,11 +107,46 @@ def print_sessions(sessions: list[sysfs.SessionInfo], level: int, show: bool = F
                 for s in sessions
                 if s.host_no >= 0
             }
-        lines = output.session_tree(sessions, level, states, show, version, luns)
+        lines = output.session_tree(sessions, level, states, show, version, luns, connections)
     else:
         raise fail(f"Invalid info level {level}. Try 0 - 3.")
     print("\n".join(lines))
     return 0
+
+
+def further_connections(
+    sessions: list[sysfs.SessionInfo],
+) -> dict[int, list[sysfs.ConnectionInfo]]:
+    """sid -> the connections of that session after the first (lowest CID, whose portals and
+    parameters the SessionInfo holds), in CID order; sessions with one connection are left out.
+    A connection that goes away meanwhile is left out too."""
+    out: dict[int, list[sysfs.ConnectionInfo]] = {}
+    all_cids = sysfs.all_connection_ids()
+    for s in sessions:
+        conns = [sysfs.read_connection(s.sid, cid) for cid in all_cids.get(s.sid, [])[1:]]
+        found = [c for c in conns if c is not None]
+        if found:
+            out[s.sid] = found
+    return out
+
+
+def logout_connection(s: sysfs.SessionInfo, cid: int) -> int:
+    """`-r SID:CID --logout` of a session with other connections: iscsid's `logout {sid, cid}`
+    closes that connection only (its tasks complete, then a Logout "close the connection"). The
+    lines are open-iscsi's session logout lines with the CID after the SID."""
+    c = sysfs.read_connection(s.sid, cid)
+    address = c.persistent_address if c and c.persistent_address else s.persistent_address
+    port = c.persistent_port if c and c.persistent_port != -1 else s.persistent_port
+    where = (s.sid, cid, s.target, address, port)
+    output.info(output.logging_out_connection(*where))
+    sys.stdout.flush()
+    code, _reply = iscsid_request("logout", timeout=LOGIN_TIMEOUT, sid=s.sid, cid=cid)
+    if code == 0:
+        output.info(output.logout_connection_ok(*where))
+        return 0
+    output.error(output.logout_connection_failed(*where))
+    report_error(code)
+    return code
 
 
 def rescan(sessions: list[sysfs.SessionInfo]) -> int:
@@ -140,13 +181,41 @@ def _counters(reply: Reply) -> dict[str, int]:
     return {str(k): v for k, v in raw.items() if isinstance(v, int) and not isinstance(v, bool)}
 
 
+def _connection_counters(reply: Reply) -> list[tuple[int, dict[str, int]]]:
+    """(cid, counters) of each connection of a `stats` reply's "connections", in CID order;
+    entries without an integer cid are left out."""
+    raw = reply.get("connections")
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for entry in raw:
+        if isinstance(entry, dict):
+            cid = entry.get("cid")
+            if isinstance(cid, int) and not isinstance(cid, bool):
+                out.append((cid, _counters(entry)))
+    return sorted(out, key=lambda e: e[0])
+
+
 def stats(sessions: list[sysfs.SessionInfo]) -> int:
-    """`-s`: iscsid's `stats {sid}` reply printed as open-iscsi prints MGMT_IPC_SESSION_STATS."""
+    """`-s`: iscsid's `stats {sid}` reply printed as open-iscsi prints MGMT_IPC_SESSION_STATS:
+    the session's counters ("stats", the total over its connections); with several
+    "connections", then each connection's, in CID order, under a banner of its own."""
     for s in sessions:
         code, reply = iscsid_request("stats", sid=s.sid)
         if code:
             report_error(code)
             raise Exit(code)
         output.info(output.stats_banner(s.sid, s.target, s.persistent_address, s.port))
-        print("\n".join(output.stats_lines(_counters(reply))))
+        lines = output.stats_lines(_counters(reply))
+        per_connection = _connection_counters(reply)
+        if len(per_connection) > 1:
+            for cid, counters in per_connection:
+                c = sysfs.read_connection(s.sid, cid)
+                address = c.persistent_address if c and c.persistent_address else None
+                port = c.port if c and c.port != -1 else s.port
+                banner = output.connection_stats_banner(
+                    s.sid, cid, s.target, address or s.persistent_address, port
+                )
+                lines += [banner, *output.stats_lines(counters)]
+        print("\n".join(lines))
     return 0

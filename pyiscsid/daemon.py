@@ -33,8 +33,10 @@ from pyiscsid.states import ConnState, SessionStage, iscsid_state
 if TYPE_CHECKING:
     from pyiscsid.events import EventService
     from pyiscsid.ipc import Reply, Request
+    from pyiscsid.login import LoginResult
     from pyiscsid.records import NodeRecord
     from pyiscsid.recovery import RecoveryManager
+    from pyiscsid.settings import LoginSettings
 
 T = TypeVar("T")
 
@@ -239,12 +241,14 @@ class Iscsid:
         return iscsid_state(kernel_state, recovering, handling)
 
     def op_stats(self, args: Request) -> Reply:
-        """`stats {sid}` -> {"stats": {counter: int}}, the counters named as `iscsiadm -m
-        session -s` prints them (pyiscsiadm.output.SNMP_STATS, then the transport's own, e.g.
-        tx_sendpage_failures). Filled by kernel_session.session_stats(sid) (GET_STATS)."""
+        """`stats {sid}` -> {"stats": {counter: int}, "connections": [{"cid": int, "stats":
+        {counter: int}}, ...]}: the session's total (each counter summed over its connections)
+        and each connection's own, the counters named as `iscsiadm -m session -s` prints them
+        (pyiscsiadm.output.SNMP_STATS, then the transport's own, e.g. tx_sendpage_failures).
+        Filled by kernel_session.connection_stats(sid) (GET_STATS of each connection)."""
         from pyiscsid import kernel_session
 
-        return {"stats": kernel_session.session_stats(self._session_sid(args))}
+        return stats_reply(kernel_session.connection_stats(self._session_sid(args)))
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._locks_lock:
@@ -322,6 +326,7 @@ class Iscsid:
                     result.close()
                     raise
             log.info("session %d: logged in to %s %s", sid, rec.target, rec.portal)
+            add_further_connections(sid, rec, result, settings)
         log.debug(
             "session %d: %.0f ms in all: %.0f ms before the login, %.0f ms the login",
             sid,
@@ -332,6 +337,8 @@ class Iscsid:
         return sid
 
     def op_logout(self, args: Request) -> Reply:
+        """`logout {sid}`: log out of the session; `logout {sid, cid}`: close that connection
+        alone (the session's others carry on; its only one: the session is logged out)."""
         sid = args.get("sid")
         if not isinstance(sid, int) or isinstance(sid, bool):
             raise IscsiError(Err.INVALID_MGMT_REQ, "logout needs a sid")
@@ -339,10 +346,26 @@ class Iscsid:
             raise IscsiError(Err.SESS_NOT_FOUND, f"no session {sid}")
         from pyiscsid import kernel_session
 
+        cid = args.get("cid")
+        if cid is not None:
+            return self._close_connection(sid, cid)
         if self.recovery is not None and not self.recovery.cancel(sid):
             log.warning("session %d: its recovery is still running", sid)
         kernel_session.stop_session(sid)
         log.info("session %d: logged out", sid)
+        return {}
+
+    def _close_connection(self, sid: int, cid: object) -> Reply:
+        from pyiscsid import kernel_session
+
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise IscsiError(Err.INVALID_MGMT_REQ, "the cid of a logout must be a number")
+        if cid not in sysfs.connection_ids(sid):
+            raise IscsiError(Err.SESS_NOT_FOUND, f"no connection {sid}:{cid}")
+        if self.recovery is not None and self.recovery.active(sid):
+            raise IscsiError(Err.BUSY, f"session {sid} is being recovered")
+        kernel_session.close_connection(sid, cid)
+        log.info("connection%d:%d: logged out", sid, cid)
         return {}
 
     def op_logout_many(self, args: Request) -> Reply:
@@ -354,6 +377,32 @@ class Iscsid:
         ):
             raise IscsiError(Err.INVALID_MGMT_REQ, "logout_many needs a list of sids")
         return {"results": concurrently(lambda sid: self.op_logout({"sid": sid}), sids)}
+
+
+def stats_reply(per_connection: dict[int, dict[str, int]]) -> Reply:
+    """The reply of `stats`: the total as "stats" (what callers before MC/S read), then each
+    connection's counters by CID."""
+    from pyiscsid.kernel_session import sum_stats
+
+    return {
+        "stats": sum_stats(per_connection.values()),
+        "connections": [
+            {"cid": cid, "stats": per_connection[cid]} for cid in sorted(per_connection)
+        ],
+    }
+
+
+def add_further_connections(
+    sid: int, rec: NodeRecord, leading: LoginResult, settings: LoginSettings
+) -> None:
+    """The further connections of a new session (MC/S, connections.add_further); a failure is
+    logged, never the login's."""
+    from pyiscsid import connections
+
+    try:
+        connections.add_further(sid, rec, leading, settings)
+    except Exception:  # the session runs with its leading connection: that is a login
+        log.exception("session %d: adding further connections failed", sid)
 
 
 def concurrently(fn: Callable[[T], Reply], items: list[T]) -> list[Reply]:

@@ -20,6 +20,7 @@ from pyiscsid.errors import IscsiError
 from pyiscsid.kernel_session import (
     ISCSID_ITT_BASE,
     is_closing,
+    is_closing_conn,
     logout_pdu,
     logout_response_of,
     next_itt,
@@ -83,7 +84,6 @@ def nop_in_itt(pdu: bytes) -> int | None:
 class PingState:
     """The NOP-Out schedule of one connection."""
 
-    cid: int
     interval: float  # node.conn[0].timeo.noop_out_interval (sysfs recv_tmo); 0: no pings
     timeout: float  # node.conn[0].timeo.noop_out_timeout (sysfs ping_tmo)
     next_at: float  # monotonic time of the next ping
@@ -91,53 +91,54 @@ class PingState:
     sent_at: float = 0.0
 
 
-# sid -> (cid, noop_out_interval, noop_out_timeout) of the sessions to ping
-PingSchedule = dict[int, tuple[int, float, float]]
+# (sid, cid) -> (noop_out_interval, noop_out_timeout) of the connections to ping
+PingSchedule = dict[tuple[int, int], tuple[float, float]]
 
 
 class Pinger:
-    """NOP-Out pings of running sessions; pure bookkeeping, the EventService does the I/O.
+    """NOP-Out pings of running connections, each on its own schedule (a session with several
+    connections pings every one); pure bookkeeping, the EventService does the I/O.
 
-    `due(now, sessions)` says which pings to send and which connections missed an answer;
-    `answered(sid, itt, now)` takes an answer. `sessions` maps sid -> (cid, interval, timeout)
-    for the sessions that are LOGGED_IN and not under recovery.
+    `due(now, conns)` says which pings to send and which connections missed an answer;
+    `answered(sid, cid, itt, now)` takes an answer. `conns` maps (sid, cid) -> (interval,
+    timeout) for the connections of sessions that are LOGGED_IN and not under recovery.
     """
 
     def __init__(self) -> None:
-        self.state: dict[int, PingState] = {}
+        self.state: dict[tuple[int, int], PingState] = {}
         self.sent = 0
         self.answered_count = 0
 
     def due(
-        self, now: float, sessions: PingSchedule
+        self, now: float, conns: PingSchedule
     ) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
         """([(sid, cid, itt) to send now], [(sid, cid) whose ping timed out])."""
-        for sid in list(self.state):
-            if sid not in sessions:
-                del self.state[sid]  # gone, failed or recovering: start over when it is back
+        for key in list(self.state):
+            if key not in conns:
+                del self.state[key]  # gone, failed or recovering: start over when it is back
         send: list[tuple[int, int, int]] = []
         missed: list[tuple[int, int]] = []
-        for sid, (cid, interval, timeout) in sessions.items():
-            st = self.state.get(sid)
-            if st is None or st.cid != cid or st.interval != interval:
-                st = self.state[sid] = PingState(cid, interval, timeout, now + interval)
+        for key, (interval, timeout) in conns.items():
+            st = self.state.get(key)
+            if st is None or st.interval != interval:
+                st = self.state[key] = PingState(interval, timeout, now + interval)
             st.timeout = timeout
             if interval <= 0:
                 continue
             if st.itt is not None:
                 if timeout > 0 and now - st.sent_at >= timeout:
-                    missed.append((sid, cid))
-                    del self.state[sid]
+                    missed.append(key)
+                    del self.state[key]
                 continue
             if now >= st.next_at:
                 st.itt = next_itt()
                 st.sent_at = now
-                send.append((sid, cid, st.itt))
+                send.append((*key, st.itt))
                 self.sent += 1
         return send, missed
 
-    def answered(self, sid: int, itt: int, now: float) -> bool:
-        st = self.state.get(sid)
+    def answered(self, sid: int, cid: int, itt: int, now: float) -> bool:
+        st = self.state.get((sid, cid))
         if st is None or st.itt != itt:
             return False
         st.itt = None
@@ -145,19 +146,29 @@ class Pinger:
         self.answered_count += 1
         return True
 
+    def unsent(self, sid: int, cid: int, now: float) -> None:
+        """The ping of `sid`:`cid` could not be sent (a connection being added or closed):
+        no answer is awaited; the next one goes an interval later."""
+        st = self.state.get((sid, cid))
+        if st is not None:
+            st.itt = None
+            st.next_at = now + st.interval
+
 
 def ping_schedule(
     recovery: Recovery | None = None, pulses: list[sysfs.SessionPulse] | None = None
 ) -> PingSchedule:
-    """The sessions to ping and their timers, from sysfs: LOGGED_IN, not logged out of, not
-    under recovery."""
+    """The connections to ping and their timers, from sysfs: every connection of the sessions
+    that are LOGGED_IN, not logged out of, not under recovery, but those being closed."""
     out: PingSchedule = {}
     for p in sysfs.session_pulses() if pulses is None else pulses:
         if p.state != "LOGGED_IN" or not p.cids or is_closing(p.sid):
             continue
         if recovery is not None and recovery.active(p.sid):
             continue
-        out[p.sid] = (p.cids[0], float(max(p.recv_tmo, 0)), float(max(p.ping_tmo, 0)))
+        for cid in p.cids:
+            if not is_closing_conn(p.sid, cid):
+                out[(p.sid, cid)] = (float(max(p.recv_tmo, 0)), float(max(p.ping_tmo, 0)))
     return out
 
 
@@ -232,7 +243,8 @@ class EventService:
             try:
                 nl.send_pdu(sid, cid, nop_out_ping(itt))
             except IscsiError as exc:
-                log.debug("session %d: cannot send a NOP-Out: %s", sid, exc.message)
+                log.debug("connection%d:%d: cannot send a NOP-Out: %s", sid, cid, exc.message)
+                self.pinger.unsent(sid, cid, now)
         for sid, cid in missed:
             log.warning("connection%d:%d: ping timeout: no NOP-In answer", sid, cid)
             self.conn_failed(sid, cid, "NOP_TIMEOUT")
@@ -289,7 +301,7 @@ class EventService:
         if isinstance(event, RecvPduEvent):
             self._on_pdu(nl, event)
         elif isinstance(event, ConnErrorEvent):
-            if is_closing(event.sid):
+            if is_closing_conn(event.sid, event.cid):
                 return  # the target closes the connection after a logout
             error = event.error
             name = error.name if isinstance(error, ConnError) else str(error)
@@ -302,7 +314,7 @@ class EventService:
     def _on_pdu(self, nl: PduSender, event: RecvPduEvent) -> None:
         itt = nop_in_itt(event.pdu)
         if itt is not None:
-            self.pinger.answered(event.sid, itt, time.monotonic())
+            self.pinger.answered(event.sid, event.cid, itt, time.monotonic())
             return
         if self._async_logout_done(event):
             return

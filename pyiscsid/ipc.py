@@ -11,6 +11,9 @@ Requests and their reply fields (besides `code` and `message`):
     login_many {record_ids: [str]}  -> {"results": [login's reply ({"code", "message", "sid"})
                              for each id, in order]}: the logins run at once
     logout {sid}          -> {}
+    logout {sid, cid}     -> {}: closes that connection alone (Logout reason 1); the session's
+                             only connection: the session is logged out; SESS_NOT_FOUND (2)
+                             for no such connection, BUSY (28) while the session recovers
     logout_many {sids: [int]}       -> {"results": [logout's reply for each sid, in order]}
     list_sessions         -> {"sessions": [sysfs.SessionInfo as a dict, by SID]}
     session_info {sid}    -> {"conn_state": int, "session_state": int}, open-iscsi's numbers
@@ -22,7 +25,9 @@ Requests and their reply fields (besides `code` and `message`):
                              -s` prints (txdata_octets, rxdata_octets, noptx_pdus, ...,
                              timeout_err: pyiscsiadm.output.SNMP_STATS), then any transport
                              counters (tx_sendpage_failures, rx_discontiguous_hdr,
-                             eh_abort_cnt), printed under "iSCSI Extended:" in reply order
+                             eh_abort_cnt), printed under "iSCSI Extended:" in reply order;
+                             the session's total (summed over its connections), and
+                             "connections": [{"cid": int, "stats": {...}}, ...] by CID
     stop                  -> {}
 
 The socket path is $ISCSID_SOCKET, default /run/iscsid.sock; under systemd's socket activation

@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from pyiscsid import sysfs
@@ -51,6 +52,10 @@ _itt = itertools.count(1)
 # SIDs this process hands to the kernel (IN_LOGIN) or logs out of (IN_LOGOUT): a logout's
 # connection errors are expected.
 _handling: dict[int, ConnState] = {}
+# Connections this process is closing (close_connection): their errors are expected.
+_closing_conns: set[tuple[int, int]] = set()
+# CIDs the user closed, by SID: a recovery of the session does not add them again.
+_closed_cids: dict[int, set[int]] = {}
 
 
 class Node(Protocol):
@@ -81,6 +86,25 @@ def handling(sid: int) -> ConnState | None:
 def is_closing(sid: int) -> bool:
     """True while session `sid` is being logged out by this process."""
     return handling(sid) is ConnState.IN_LOGOUT
+
+
+def is_closing_conn(sid: int, cid: int) -> bool:
+    """True while connection `sid`:`cid` alone is being closed (close_connection), or its
+    whole session logged out."""
+    with _lock:
+        return (sid, cid) in _closing_conns or _handling.get(sid) is ConnState.IN_LOGOUT
+
+
+def closed_cids(sid: int) -> set[int]:
+    """The CIDs of session `sid` the user closed (close_connection): not to be re-added."""
+    with _lock:
+        return set(_closed_cids.get(sid, ()))
+
+
+def forget_session(sid: int) -> None:
+    """Session `sid` is gone: a later session with its SID starts with no closed CIDs."""
+    with _lock:
+        _closed_cids.pop(sid, None)
 
 
 def _set_handling(sid: int, state: ConnState | None) -> None:
@@ -272,23 +296,83 @@ def _hand_over(
     return scan_start
 
 
+def connection_params(
+    record: Node, login: LoginResult, initiator_name: str = ""
+) -> list[tuple[Param, str]]:
+    """The connection parameters of session_params (those a further connection sets: the
+    session parameters would get EBUSY while another connection runs), the unknown ones left
+    out."""
+    return [
+        (param, value)
+        for param, value, is_conn in session_params(record, login, initiator_name)
+        if is_conn and value != ""
+    ]
+
+
+def add_connection(
+    nl: IscsiNetlink,
+    sid: int,
+    cid: int,
+    record: Node,
+    login: LoginResult,
+    initiator_name: str = "",
+    create: bool = True,
+) -> None:
+    """Make the logged-in further connection `login` connection `cid` of the running session
+    `sid` (MC/S): CREATE_CONN (unless `create` is False: a connection a recovery stopped), its
+    connection parameters, BIND_CONN (the kernel keeps the session's CmdSN), START_CONN. On
+    failure the kernel connection is stopped and destroyed, its socket closed, and the
+    IscsiError raised: the session keeps its other connections."""
+    stage = "create the connection"
+    bound = False
+    try:
+        if create:
+            nl.create_conn(sid, cid)
+        stage = "set the connection parameters"
+        nl.set_params(
+            sid, [(p, v, cid) for p, v in connection_params(record, login, initiator_name)]
+        )
+        stage = "bind the connection"
+        login.sock.setblocking(True)
+        nl.bind_conn(sid, cid, login.sock.fileno(), login.exp_statsn, login.cmdsn, login.max_cmdsn)
+        bound = True
+        replace_socket(sid, cid, login.sock)
+        stage = "start the connection"
+        nl.start_conn(sid, cid)
+    except IscsiError as exc:
+        destroy_connection(nl, sid, cid, Stop.TERM if bound else None)
+        raise IscsiError(
+            exc.code, f"connection{sid}:{cid}: could not {stage}: {exc.message}"
+        ) from exc
+    except BaseException:
+        destroy_connection(nl, sid, cid, Stop.TERM if bound else None)
+        raise
+
+
+def destroy_connection(nl: IscsiNetlink, sid: int, cid: int, stop: Stop | None) -> None:
+    """STOP_CONN (`stop`, if not None) and DESTROY_CONN of one connection, close its socket;
+    logged, not raised."""
+    if stop is not None:
+        try:
+            nl.stop_conn(sid, cid, stop)
+        except IscsiError as exc:
+            log.warning("connection%d:%d: STOP_CONN: %s", sid, cid, exc.message)
+    try:
+        nl.destroy_conn(sid, cid)
+    except IscsiError as exc:
+        if exc.code != Err.SESS_NOT_FOUND:
+            log.warning("connection%d:%d: DESTROY_CONN: %s", sid, cid, exc.message)
+    close_socket(sid, cid)
+
+
 def _teardown(nl: IscsiNetlink, sid: int, cids: list[int], stop: Stop | None) -> IscsiError | None:
     """Stop (if bound), destroy the connections and the session; log, do not raise.
 
     Returns the DESTROY_SESSION error if the session could not be destroyed (None: it is gone).
     """
     for cid in cids:
-        if stop is not None:
-            try:
-                nl.stop_conn(sid, cid, stop)
-            except IscsiError as exc:
-                log.warning("session %d: STOP_CONN: %s", sid, exc.message)
-        try:
-            nl.destroy_conn(sid, cid)
-        except IscsiError as exc:
-            if exc.code != Err.SESS_NOT_FOUND:
-                log.warning("session %d: DESTROY_CONN: %s", sid, exc.message)
-        close_socket(sid, cid)
+        destroy_connection(nl, sid, cid, stop)
+    forget_session(sid)
     try:
         nl.destroy_session(sid)
     except IscsiError as exc:
@@ -372,29 +456,39 @@ def remove_devices(sid: int) -> None:
     log.debug("session %d: devices removed in %.0f ms", sid, (time.monotonic() - t0) * 1e3)
 
 
-def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
-    remove_devices(sid)
-    t0 = time.monotonic()
-    cids = sysfs.connection_ids(sid) or [0]
-    answered = False
+def _await_logout(nl: IscsiNetlink, sid: int, cid: int, reason: int, timeout: float) -> bool:
+    """Send a Logout Request (`reason` 0: close the session, 1: close connection `cid`) on
+    connection `cid` and wait up to `timeout` s for its Logout Response; True if it came (a
+    failed connection or a destroyed session ends the wait)."""
     with EventListener() as events:  # subscribed before the request: the answer cannot slip by
         itt = next_itt()
         try:
-            nl.send_pdu(sid, cids[0], logout_pdu(itt, cids[0]))
+            nl.send_pdu(sid, cid, logout_pdu(itt, cid, reason))
         except IscsiError as exc:
-            log.warning("session %d: cannot send the Logout Request: %s", sid, exc.message)
-            timeout = 0.0
+            log.warning(
+                "connection%d:%d: cannot send the Logout Request: %s", sid, cid, exc.message
+            )
+            return False
         for event in events.wait(timeout, sid):
             if isinstance(event, RecvPduEvent) and event.sid == sid:
                 response = logout_response_of(event.pdu, itt)
                 if response is not None:
                     if response != 0:
-                        log.warning("session %d: logout response %d", sid, response)
-                    answered = True
-                    break
-            elif isinstance(event, ConnErrorEvent | SessionDestroyedEvent) and event.sid == sid:
-                break
-    if not answered:
+                        log.warning("connection%d:%d: logout response %d", sid, cid, response)
+                    return True
+            elif isinstance(event, SessionDestroyedEvent) and event.sid == sid:
+                return False
+            elif isinstance(event, ConnErrorEvent) and (event.sid, event.cid) == (sid, cid):
+                return False
+    return False
+
+
+def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
+    remove_devices(sid)
+    t0 = time.monotonic()
+    cids = sysfs.connection_ids(sid) or [0]
+    # one Logout "close the session" (RFC 7143 11.14.1, reason 0) ends every connection
+    if not _await_logout(nl, sid, cids[0], 0, timeout):
         log.warning("session %d: no Logout Response, tearing down anyway", sid)
     t1 = time.monotonic()
     error = _teardown(nl, sid, cids, Stop.TERM)
@@ -408,6 +502,54 @@ def _logout_and_destroy(nl: IscsiNetlink, sid: int, timeout: float) -> None:
         raise IscsiError(Err.LOGOUT, f"session {sid}: could not be destroyed: {error.message}")
 
 
+def close_connection(sid: int, cid: int, timeout: float = 15.0) -> None:
+    """Close connection `cid` of session `sid` alone; the others carry on (MC/S).
+
+    DRAIN_CONN (no new commands go to it; its outstanding ones complete), a Logout Request
+    with reason 1 "close the connection" on it, its Logout Response awaited up to `timeout` s,
+    then STOP_CONN(TERM), DESTROY_CONN and its socket closed. The CID is remembered, so that a
+    recovery of the session does not add it again. If it is the session's only (running)
+    connection, the whole session is logged out (stop_session). IscsiError SESS_NOT_FOUND if
+    there is no such session or connection.
+    """
+    cids = sysfs.connection_ids(sid)
+    if cid not in cids:
+        raise IscsiError(Err.SESS_NOT_FOUND, f"no connection {sid}:{cid}")
+    if cids == [cid]:
+        stop_session(sid, timeout)
+        return
+    with _lock:
+        _closing_conns.add((sid, cid))
+    try:
+        with IscsiNetlink() as nl:
+            if not _drain(nl, sid, cid, timeout):
+                stop_session(sid, timeout)  # the session's last running connection
+                return
+            if not _await_logout(nl, sid, cid, 1, timeout):
+                log.warning("connection%d:%d: no Logout Response, closing anyway", sid, cid)
+            with _lock:
+                _closed_cids.setdefault(sid, set()).add(cid)
+            destroy_connection(nl, sid, cid, Stop.TERM)
+        log.info("connection%d:%d closed", sid, cid)
+    finally:
+        with _lock:
+            _closing_conns.discard((sid, cid))
+
+
+def _drain(nl: IscsiNetlink, sid: int, cid: int, timeout: float) -> bool:
+    """DRAIN_CONN; False if `cid` is the session's last running connection (BUSY). A drain
+    that times out is logged: the logout goes ahead (the target ends the rest)."""
+    try:
+        nl.drain_conn(sid, cid, max(1, int(timeout)))
+    except IscsiError as exc:
+        if exc.code == Err.BUSY:
+            return False
+        if exc.code != Err.TRANS_TIMEOUT:
+            raise
+        log.warning("connection%d:%d: commands still outstanding after %g s", sid, cid, timeout)
+    return True
+
+
 def rescan(sid: int) -> None:
     """SCAN session `sid` again (new or changed LUNs); logged, never raised."""
     try:
@@ -418,13 +560,31 @@ def rescan(sid: int) -> None:
         log.warning("session %d: rescan failed: %s", sid, exc)
 
 
-def session_stats(sid: int) -> dict[str, int]:
-    """The kernel's counters for session `sid` (GET_STATS on its connection), named as
-    `iscsiadm -m session -s` prints them: txdata_octets, ..., rjt_pdus, digest_err, timeout_err."""
+def connection_stats(sid: int) -> dict[int, dict[str, int]]:
+    """The kernel's counters of every connection of session `sid` (GET_STATS each), by CID,
+    named as `iscsiadm -m session -s` prints them: txdata_octets, ..., rjt_pdus, digest_err,
+    timeout_err."""
     cids = sysfs.connection_ids(sid)
     if not cids:
         raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} has no connection")
-    with IscsiNetlink() as nl:
-        counters = nl.get_stats(sid, cids[0])
     names = {"REJECT_PDUS": "rjt_pdus"}
-    return {names.get(stat.name, stat.name.lower()): value for stat, value in counters.items()}
+    out: dict[int, dict[str, int]] = {}
+    with IscsiNetlink() as nl:
+        for cid in cids:
+            counters = nl.get_stats(sid, cid)
+            out[cid] = {names.get(st.name, st.name.lower()): v for st, v in counters.items()}
+    return out
+
+
+def sum_stats(per_connection: Iterable[dict[str, int]]) -> dict[str, int]:
+    """The session's total: each counter summed over its connections (in first-seen order)."""
+    total: dict[str, int] = {}
+    for counters in per_connection:
+        for name, value in counters.items():
+            total[name] = total.get(name, 0) + value
+    return total
+
+
+def session_stats(sid: int) -> dict[str, int]:
+    """The kernel's counters for session `sid`, summed over its connections."""
+    return sum_stats(connection_stats(sid).values())

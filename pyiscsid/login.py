@@ -344,7 +344,10 @@ class _Login:
         self.statsn: int | None = None
         self.exp_cmdsn = cmdsn
         self.max_cmdsn = cmdsn
-        self.negotiator = Negotiator(_proposals(settings), settings.session_type)
+        # a login with the session's TSIH adds a connection: only connection keys (RFC 7143 4.2)
+        self.negotiator = Negotiator(
+            _proposals(settings), settings.session_type, leading=settings.tsih == 0
+        )
         self.exchanges = 0
         what = settings.target_name or "discovery session"
         self.who = f"{what} at {self.portal}"

@@ -198,6 +198,9 @@ class KeyDef:
     target_sends: bool = True  # False: only an initiator may send it
     security: bool = False  # exchanged in the security stage
     max_len: int = MAX_VALUE_LEN
+    # RFC 7143 13 "Use: LO": negotiated on the leading connection only (a further connection
+    # of the session neither sends nor accepts it)
+    leading_only: bool = False
 
 
 _SEG_LO, _SEG_HI = SEGMENT_MIN, SEGMENT_MAX
@@ -207,32 +210,57 @@ KEYS: dict[str, KeyDef] = {
         KeyDef("AuthMethod", Kind.LIST, "None", values=("CHAP", "None"), security=True),
         KeyDef("HeaderDigest", Kind.LIST, "None", values=("CRC32C", "None")),
         KeyDef("DataDigest", Kind.LIST, "None", values=("CRC32C", "None")),
-        KeyDef("MaxConnections", Kind.MIN, "1", lo=1, hi=65535, discovery=False),
-        KeyDef("InitialR2T", Kind.OR, "Yes", discovery=False),
-        KeyDef("ImmediateData", Kind.AND, "Yes", discovery=False),
+        KeyDef("MaxConnections", Kind.MIN, "1", lo=1, hi=65535, discovery=False, leading_only=True),
+        KeyDef("InitialR2T", Kind.OR, "Yes", discovery=False, leading_only=True),
+        KeyDef("ImmediateData", Kind.AND, "Yes", discovery=False, leading_only=True),
         KeyDef("MaxRecvDataSegmentLength", Kind.DECLARATIVE, "8192", lo=_SEG_LO, hi=_SEG_HI),
-        KeyDef("MaxBurstLength", Kind.MIN, "262144", discovery=False, lo=_SEG_LO, hi=_SEG_HI),
-        KeyDef("FirstBurstLength", Kind.MIN, "65536", discovery=False, lo=_SEG_LO, hi=_SEG_HI),
-        KeyDef("DefaultTime2Wait", Kind.MAX, "2", lo=0, hi=3600),
-        KeyDef("DefaultTime2Retain", Kind.MIN, "20", lo=0, hi=3600),
-        KeyDef("MaxOutstandingR2T", Kind.MIN, "1", lo=1, hi=65535, discovery=False),
-        KeyDef("DataPDUInOrder", Kind.OR, "Yes", discovery=False),
-        KeyDef("DataSequenceInOrder", Kind.OR, "Yes", discovery=False),
-        KeyDef("ErrorRecoveryLevel", Kind.MIN, "0", lo=0, hi=2),
+        KeyDef(
+            "MaxBurstLength",
+            Kind.MIN,
+            "262144",
+            discovery=False,
+            lo=_SEG_LO,
+            hi=_SEG_HI,
+            leading_only=True,
+        ),
+        KeyDef(
+            "FirstBurstLength",
+            Kind.MIN,
+            "65536",
+            discovery=False,
+            lo=_SEG_LO,
+            hi=_SEG_HI,
+            leading_only=True,
+        ),
+        KeyDef("DefaultTime2Wait", Kind.MAX, "2", lo=0, hi=3600, leading_only=True),
+        KeyDef("DefaultTime2Retain", Kind.MIN, "20", lo=0, hi=3600, leading_only=True),
+        KeyDef(
+            "MaxOutstandingR2T", Kind.MIN, "1", lo=1, hi=65535, discovery=False, leading_only=True
+        ),
+        KeyDef("DataPDUInOrder", Kind.OR, "Yes", discovery=False, leading_only=True),
+        KeyDef("DataSequenceInOrder", Kind.OR, "Yes", discovery=False, leading_only=True),
+        KeyDef("ErrorRecoveryLevel", Kind.MIN, "0", lo=0, hi=2, leading_only=True),
         # Markers are obsolete (RFC 7143 13.25): we never use them, so our side is always No.
         KeyDef("IFMarker", Kind.AND, "No"),
         KeyDef("OFMarker", Kind.AND, "No"),
         KeyDef("IFMarkInt", Kind.REJECTED),
         KeyDef("OFMarkInt", Kind.REJECTED),
         # iSER (RFC 7145): this is a TCP initiator, so always No; its lengths do not apply.
-        KeyDef("RDMAExtensions", Kind.AND, "No"),
+        KeyDef("RDMAExtensions", Kind.AND, "No", leading_only=True),
         KeyDef("InitiatorRecvDataSegmentLength", Kind.DECLARATIVE, None, lo=_SEG_LO, hi=_SEG_HI),
         KeyDef("TargetRecvDataSegmentLength", Kind.DECLARATIVE, None, lo=_SEG_LO, hi=_SEG_HI),
         KeyDef("MaxOutstandingUnexpectedPDUs", Kind.DECLARATIVE, None, lo=0, hi=2**32 - 1),
         # Declarations of who is who.
         KeyDef("InitiatorName", Kind.DECLARATIVE, None, target_sends=False, security=True),
         KeyDef("InitiatorAlias", Kind.DECLARATIVE, None, target_sends=False, security=True),
-        KeyDef("SessionType", Kind.DECLARATIVE, "Normal", target_sends=False, security=True),
+        KeyDef(
+            "SessionType",
+            Kind.DECLARATIVE,
+            "Normal",
+            target_sends=False,
+            security=True,
+            leading_only=True,
+        ),
         KeyDef("TargetName", Kind.DECLARATIVE, None, security=True),
         KeyDef("TargetAlias", Kind.DECLARATIVE, None),
         KeyDef("TargetAddress", Kind.DECLARATIVE, None),
@@ -386,12 +414,22 @@ class Negotiator:
     `proposals` are our values by RFC key name (operational keys and, optionally, the
     security-stage keys AuthMethod, InitiatorName, InitiatorAlias, TargetName). Keys that do not
     apply to the session type are dropped. A bad proposal raises NegotiationError (code INVAL).
+
+    `leading` is False for a further connection of a running session (a login with the
+    session's TSIH, RFC 7143 4.2): the leading-only keys (KeyDef.leading_only: MaxConnections,
+    InitialR2T, ..., ErrorRecoveryLevel, SessionType) are then neither offered nor accepted;
+    only the connection's own keys (digests, MaxRecvDataSegmentLength, AuthMethod) and the
+    names (InitiatorName, TargetName, InitiatorAlias) are sent. Its `result()` keeps the
+    defaults for the session-wide fields: the session's values are the leading login's.
     """
 
-    def __init__(self, proposals: dict[str, str], session_type: str = "Normal") -> None:
+    def __init__(
+        self, proposals: dict[str, str], session_type: str = "Normal", leading: bool = True
+    ) -> None:
         if session_type not in ("Normal", "Discovery"):
             raise NegotiationError(f"unknown session type {session_type!r}", Err.INVAL)
         self.session_type = session_type
+        self.leading = leading
         self._ours: dict[str, str] = {}
         for key, value in proposals.items():
             d = KEYS.get(key)
@@ -414,6 +452,8 @@ class Negotiator:
             if key in ("IFMarker", "OFMarker", "RDMAExtensions") and value == "Yes":
                 raise NegotiationError(f"bad proposal: {key}=Yes is not supported", Err.INVAL)
             if session_type == "Discovery" and not d.discovery:
+                continue
+            if d.leading_only and not leading:
                 continue
             self._ours[key] = value
         if session_type == "Normal":
@@ -439,9 +479,9 @@ class Negotiator:
 
     def _offer(self, security: bool) -> list[tuple[str, str]]:
         out = []
-        order = ["SessionType", *KEYS] if security else list(KEYS)
+        order = ["SessionType", *KEYS] if security and self.leading else list(KEYS)
         for key in order:
-            if key == "SessionType" and security:
+            if key == "SessionType" and security and self.leading:
                 value = self.session_type
             elif key in self._ours and KEYS[key].security == security:
                 value = self._ours[key]
@@ -544,6 +584,8 @@ class Negotiator:
             return REJECT
         if self.session_type == "Discovery" and not d.discovery:
             return IRRELEVANT
+        if d.leading_only and not self.leading:
+            return REJECT  # a session-wide value is not renegotiated by a further connection
         try:
             value = _validate(key, value)
         except NegotiationError:

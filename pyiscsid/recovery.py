@@ -12,6 +12,14 @@ The login is a session reinstatement (RFC 7143 6.3.5): the same ISID with TSIH 0
 closes whatever is left of the old session and the new one takes its place. Everything the login
 needs comes from sysfs (target, portal, ISID, initiator name) and, when there is one, the node
 record of that portal (authentication, proposals): sessions a previous iscsid created recover too.
+
+A session with several connections (MC/S) is recovered as a whole, once, whichever connection
+failed (at ErrorRecoveryLevel 0 the kernel fails the session on any connection's failure):
+every connection is stopped (STOP_CONN(RECOVER), its socket closed), the leading login
+reinstates the session on the first of its CIDs (0 unless the user closed it), and once that
+connection runs the other CIDs the session had (minus the ones the user closed) are logged in
+again with the new TSIH and bound to their stopped kernel connections (connections.py). A
+connection that cannot be added again is destroyed: the session goes on with fewer.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from pyiscsid import kernel_session, sysfs
+from pyiscsid import connections, kernel_session, sysfs
+from pyiscsid.async_msg import MAX_TIME2WAIT
 from pyiscsid.db import Database
 from pyiscsid.errors import Err, IscsiError
 from pyiscsid.login import LoginResult, login
@@ -69,6 +78,18 @@ class RecoverySteps(Protocol):
     def reconnect(self, sid: int, cid: int, connected: Callable[[], None]) -> None:
         """Connect, log in (`connected()` once the TCP connection is up), set parameters, bind,
         start. IscsiError on any failure."""
+
+    def connections(self, sid: int) -> list[int]:
+        """The CIDs of session `sid` to recover, leading first (not the ones the user closed);
+        [] if none is known."""
+
+    def add(self, sid: int, cids: list[int]) -> list[int]:
+        """After `reconnect`: log the further connections `cids` in again with the reinstated
+        session's TSIH and start them; the CIDs added (the others are destroyed). Never
+        raises for a connection."""
+
+    def time2wait(self, sid: int) -> float:
+        """The session's negotiated DefaultTime2Wait in seconds (RFC 7143 13.15)."""
 
 
 # Parameters a new login renegotiates: set again before BIND_CONN. Identity and timeouts stay.
@@ -162,6 +183,37 @@ class KernelSteps:
     def __init__(self, initiator_name: str = "", initiator_alias: str = "") -> None:
         self.initiator_name = initiator_name
         self.initiator_alias = initiator_alias
+        # sid -> what its last reinstatement logged in with: the further connections' login
+        self._reinstated: dict[int, tuple[kernel_session.Node, LoginSettings, int]] = {}
+        self._lock = threading.Lock()
+
+    def connections(self, sid: int) -> list[int]:
+        closed = kernel_session.closed_cids(sid)
+        return [cid for cid in sysfs.connection_ids(sid) if cid not in closed]
+
+    def add(self, sid: int, cids: list[int]) -> list[int]:
+        with self._lock:
+            reinstated = self._reinstated.pop(sid, None)
+        if reinstated is None or not cids:
+            return []
+        node, settings, tsih = reinstated
+        steps = connections.KernelConnectionSteps(node, settings.initiator_name, cids)
+        portals = connections.record_portals(node)
+        added = connections.add_connections(sid, cids, portals, settings, tsih, steps)
+        present = sysfs.connection_ids(sid)
+        left = [cid for cid in cids if cid not in added and cid in present]
+        if left:
+            with IscsiNetlink() as nl:
+                for cid in left:  # stopped and not bound again: not left behind
+                    kernel_session.destroy_connection(nl, sid, cid, None)
+        return added
+
+    def time2wait(self, sid: int) -> float:
+        value = sysfs.read_str(f"{sysfs.session_dir(sid)}/def_time2wait")
+        try:
+            return float(int(value or "2"))
+        except ValueError:
+            return 2.0
 
     def stop(self, sid: int, cid: int) -> None:
         with IscsiNetlink() as nl:
@@ -178,6 +230,7 @@ class KernelSteps:
             raise IscsiError(Err.SESS_NOT_FOUND, f"session {sid} is gone")
         record = find_record(info)
         settings = reinstatement_settings(info, record, self.initiator_name, self.initiator_alias)
+        settings.cid = cid  # the leading login's CID is the kernel connection it binds to
         node: kernel_session.Node = record or _SysfsNode(
             info.target, info.persistent_address, info.persistent_port, info.tpgt, info.iface
         )
@@ -197,6 +250,8 @@ class KernelSteps:
         except BaseException:
             result.close()
             raise
+        with self._lock:
+            self._reinstated[sid] = (node, settings, result.tsih)
         log.debug(
             "session %d: login %.0f ms, handed to the kernel in %.0f ms",
             sid,
@@ -351,20 +406,47 @@ class RecoveryManager:
             if self.on_done is not None:
                 self.on_done(sid, ok)
 
-    def _recover(self, sid: int, cid: int, reason: str) -> bool:
-        log.warning("connection%d:%d error (%s): starting recovery", sid, cid, reason)
-        t0 = time.monotonic()
+    def _stop_all(self, sid: int, cids: list[int]) -> bool:
+        """STOP_CONN(RECOVER) of every connection of `sid`; False if the session is gone."""
+        for cid in cids:
+            try:
+                self.steps.stop(sid, cid)
+            except IscsiError as exc:
+                if exc.code == Err.SESS_NOT_FOUND:
+                    log.info("session %d is gone: no recovery", sid)
+                    return False
+                log.warning("connection%d:%d: STOP_CONN(RECOVER): %s", sid, cid, exc.message)
+        return True
+
+    def _readd(self, sid: int, cids: list[int]) -> None:
+        """The further connections of a reinstated session, logged in again."""
+        if not cids:
+            return
         try:
-            self.steps.stop(sid, cid)
-        except IscsiError as exc:
-            if exc.code == Err.SESS_NOT_FOUND:
-                log.info("session %d is gone: no recovery", sid)
-                return False
-            log.warning("connection%d:%d: STOP_CONN(RECOVER): %s", sid, cid, exc.message)
+            added = self.steps.add(sid, cids)
+        except (IscsiError, OSError) as exc:  # the session runs: it goes on with what it has
+            log.warning("session %d: further connections not re-added: %s", sid, exc)
+            return
+        log.info("session %d: %d of %d further connections back", sid, len(added), len(cids))
+
+    def _recover(self, sid: int, failed: int, reason: str) -> bool:
+        log.warning("connection%d:%d error (%s): starting recovery", sid, failed, reason)
+        t0 = time.monotonic()
+        cids = self.steps.connections(sid) or [failed]
+        cid, further = cids[0], cids[1:]  # the leading login reinstates on the first CID
+        if not self._stop_all(sid, cids):
+            return False
         self._set_phase(sid, ConnState.TRANSPORT_WAIT)
         t_stopped = time.monotonic()
         with self._lock:
             not_before = self._not_before.pop(sid, 0.0)
+        if further:
+            # Several connections ended at once: the target gets DefaultTime2Wait (RFC 7143
+            # 13.15, at most MAX_TIME2WAIT) to close them all before the reinstatement. LIO
+            # (Linux 6.1) walks the old session's connections while it still closes them and
+            # oopses if a reinstatement arrives meanwhile.
+            t2w = min(self.steps.time2wait(sid), MAX_TIME2WAIT)
+            not_before = max(not_before, t_stopped + t2w)
         wait = not_before - time.monotonic()
         if wait > 0:
             log.info("connection%d:%d: waiting %.1f s (Time2Wait) to reconnect", sid, cid, wait)
@@ -386,6 +468,7 @@ class RecoveryManager:
                 log.info("connection%d:%d: attempt %d failed: %s", sid, cid, attempts, why)
                 self._set_phase(sid, ConnState.TRANSPORT_WAIT)
                 continue
+            self._readd(sid, further)
             self.recovered[sid] = attempts
             log.warning(
                 "connection%d:%d is operational after recovery (%d attempts)", sid, cid, attempts

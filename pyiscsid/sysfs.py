@@ -12,7 +12,9 @@ What is read, relative to the root ($PYISCSI_SYSFS, default /sys), as open-iscsi
                                        `hostH` component of the session's real path)
     class/iscsi_connection/connectionS:C/  address port persistent_address persistent_port
                                        header_digest data_digest max_recv_dlength
-                                       max_xmit_dlength recv_tmo ping_tmo
+                                       max_xmit_dlength recv_tmo ping_tmo state
+                                       (one directory per connection of the session,
+                                       C = its CID; the first, lowest CID is the session's)
     class/iscsi_host/hostH/            ipaddress hwaddress netdev initiatorname
     class/scsi_host/hostH/             proc_name (iscsi_tcp -> transport "tcp") state
     <session device>/targetH:0:T/H:0:T:L/   state, block/sdX (or a block:sdX link)
@@ -171,6 +173,56 @@ def _all_cids() -> dict[int, list[int]]:
 def connection_ids(sid: int) -> list[int]:
     """The CIDs of session `sid`, in order ([] if it has none)."""
     return _all_cids().get(sid, [])
+
+
+def all_connection_ids() -> dict[int, list[int]]:
+    """sid -> its CIDs in order, for every session at once (one listing of the class)."""
+    return _all_cids()
+
+
+@recordclass
+class ConnectionInfo:
+    """One connection of a session as sysfs shows it (`iscsiadm -m session -P 1..3` prints the
+    connections after the first one from these). Unknown numbers read -1, strings ""."""
+
+    sid: int
+    cid: int
+    address: str = ""  # where the connection is connected (after any redirect)
+    port: int = -1
+    persistent_address: str = ""  # the portal it was made to
+    persistent_port: int = -1
+    state: str = ""  # the kernel's connection state: up, bound, failed, down ("" unknown)
+    header_digest: int = -1
+    data_digest: int = -1
+    max_recv_dlength: int = -1
+    max_xmit_dlength: int = -1
+
+
+def read_connection(sid: int, cid: int) -> ConnectionInfo | None:
+    """Connection `cid` of session `sid`; None when it is not (or no longer) in sysfs. A missing
+    current or persistent portal reads as the other one, as read_session reads them."""
+    cdir = connection_dir(sid, cid)
+    if not os.path.isdir(cdir):
+        return None
+    address = read_str(f"{cdir}/address")
+    port = read_int(f"{cdir}/port")
+    p_address = read_str(f"{cdir}/persistent_address") or address
+    p_port = read_int(f"{cdir}/persistent_port")
+    if p_port == -1:
+        p_port = port
+    return ConnectionInfo(
+        sid=sid,
+        cid=cid,
+        address=address or p_address,
+        port=port if port != -1 else p_port,
+        persistent_address=p_address,
+        persistent_port=p_port,
+        state=read_str(f"{cdir}/state"),
+        header_digest=read_int(f"{cdir}/header_digest"),
+        data_digest=read_int(f"{cdir}/data_digest"),
+        max_recv_dlength=read_int(f"{cdir}/max_recv_dlength"),
+        max_xmit_dlength=read_int(f"{cdir}/max_xmit_dlength"),
+    )
 
 
 def _first_connection_dir(sid: int, cids: list[int] | None = None) -> str:

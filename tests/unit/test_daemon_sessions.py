@@ -198,6 +198,15 @@ class _GatedSteps:
         self.at["logging_in"].set()
         self.go["logged_in"].wait(5)
 
+    def time2wait(self, sid: int) -> float:
+        return 0.0
+
+    def connections(self, sid: int) -> list[int]:
+        return [0]
+
+    def add(self, sid: int, cids: list[int]) -> list[int]:
+        return cids
+
 
 def test_session_info_answers_the_sessions_real_state(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -252,3 +261,27 @@ def test_session_info_answers_the_sessions_real_state(
     with pytest.raises(IscsiError) as gone:
         d.op_session_info({"sid": 5})
     assert gone.value.code == Err.SESS_NOT_FOUND
+
+
+def test_logout_of_one_connection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`logout {sid, cid}` closes that connection alone; an unknown one is SESS_NOT_FOUND; no
+    cid: the whole session, as before."""
+    from pyiscsid import daemon, sysfs
+    from pyiscsid import kernel_session as ks
+
+    monkeypatch.setattr(daemon, "kernel_available", lambda: True)
+    monkeypatch.setattr(sysfs, "connection_ids", lambda sid: [0, 1, 2] if sid == 4 else [])
+    closed: list[tuple[int, int]] = []
+    stopped: list[int] = []
+    monkeypatch.setattr(ks, "close_connection", lambda sid, cid: closed.append((sid, cid)))
+    monkeypatch.setattr(ks, "stop_session", lambda sid: stopped.append(sid))
+    d = _iscsid(tmp_path, monkeypatch)
+    assert d.op_logout({"sid": 4, "cid": 2}) == {}
+    assert closed == [(4, 2)] and stopped == []
+    for sid, cid, code in ((4, 3, Err.SESS_NOT_FOUND), (5, 0, Err.SESS_NOT_FOUND),
+                           (4, "1", Err.INVALID_MGMT_REQ)):  # fmt: skip
+        with pytest.raises(IscsiError) as exc:
+            d.op_logout({"sid": sid, "cid": cid})
+        assert exc.value.code == code
+    assert d.op_logout({"sid": 4}) == {}
+    assert stopped == [4] and closed == [(4, 2)]

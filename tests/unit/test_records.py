@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pyiscsid.errors import Err, IscsiError
@@ -505,3 +507,15 @@ def test_discovery_login_settings():
         "DataDigest": "None",
         "MaxRecvDataSegmentLength": "32768",
     }
+
+
+def test_max_connections_proposed_from_the_record_or_iscsid_conf(tmp_path: Path) -> None:
+    from pyiscsid.config import load_config
+
+    assert login_settings(new_node(), "iqn.x:y").operational["MaxConnections"] == "1"
+    conf = tmp_path / "iscsid.conf"
+    conf.write_text("node.session.iscsi.MaxConnections = 4\n")
+    rec = NodeRecord.new(TARGET, "10.0.0.1", 3260, 1, config=load_config(conf))
+    assert login_settings(rec, "iqn.x:y").operational["MaxConnections"] == "4"
+    rec.set("node.session.iscsi.MaxConnections", "2")  # iscsiadm -o update
+    assert login_settings(rec, "iqn.x:y").operational["MaxConnections"] == "2"

@@ -34,17 +34,26 @@ def test_backoff_rejects_nonsense(start: float, cap: float, factor: float) -> No
 class FakeSteps:
     """RecoverySteps that fail `failures` times, recording every call."""
 
-    def __init__(self, failures: int = 0, alive_for: int = 1000) -> None:
+    def __init__(
+        self, failures: int = 0, alive_for: int = 1000, cids: list[int] | None = None
+    ) -> None:
         self.failures = failures
         self.alive_for = alive_for
         self.calls: list[tuple[str, int]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.lock = threading.Lock()
+        self.cids = [0] if cids is None else cids  # what `connections` answers
+        self.stopped: list[tuple[int, int]] = []
+        self.reconnected: list[tuple[int, int]] = []
+        self.added: list[tuple[int, list[int]]] = []
+        self.refuse: set[int] = set()  # CIDs `add` cannot add again
+        self.t2w = 0.0  # what `time2wait` answers
 
     def stop(self, sid: int, cid: int) -> None:
         with self.lock:
             self.calls.append(("stop", sid))
+            self.stopped.append((sid, cid))
         if sid == 99:
             raise IscsiError(Err.SESS_NOT_FOUND, "no session 99")
 
@@ -57,10 +66,22 @@ class FakeSteps:
         self.gate.wait(5)
         with self.lock:
             self.calls.append(("reconnect", sid))
+            self.reconnected.append((sid, cid))
             connected()
             if self.failures > 0:
                 self.failures -= 1
                 raise IscsiError(Err.TRANS, "cannot make connection to 127.0.0.1: refused")
+
+    def time2wait(self, sid: int) -> float:
+        return self.t2w
+
+    def connections(self, sid: int) -> list[int]:
+        return list(self.cids)
+
+    def add(self, sid: int, cids: list[int]) -> list[int]:
+        with self.lock:
+            self.added.append((sid, list(cids)))
+        return [cid for cid in cids if cid not in self.refuse]
 
 
 FAST = Backoff(start=0.01, cap=0.02)
@@ -188,7 +209,7 @@ def test_ping_pdu_and_answer_recognised() -> None:
 
 def test_pinger_schedule_answer_and_timeout() -> None:
     p = ev.Pinger()
-    sessions = {1: (0, 5.0, 3.0), 2: (0, 0.0, 5.0)}  # session 2: pings disabled
+    sessions = {(1, 0): (5.0, 3.0), (2, 0): (0.0, 5.0)}  # session 2: pings disabled
     assert p.due(100.0, sessions) == ([], [])  # first ping one interval after first seen
     assert p.due(104.9, sessions) == ([], [])
     send, missed = p.due(105.0, sessions)
@@ -196,25 +217,120 @@ def test_pinger_schedule_answer_and_timeout() -> None:
     itt = send[0][2]
     assert itt & 0x80000000
     assert p.due(107.0, sessions) == ([], [])  # waiting for the answer: no second ping
-    assert not p.answered(1, itt + 1, 107.5)  # not the ITT we sent
-    assert p.answered(1, itt, 107.5)
+    assert not p.answered(1, 0, itt + 1, 107.5)  # not the ITT we sent
+    assert not p.answered(1, 1, itt, 107.5)  # not the connection it went on
+    assert p.answered(1, 0, itt, 107.5)
     assert p.due(112.4, sessions) == ([], [])  # next one interval after the answer
     send, _ = p.due(112.5, sessions)
     assert len(send) == 1
     assert p.due(115.4, sessions) == ([], [])
     assert p.due(115.5, sessions) == ([], [(1, 0)])  # noop_out_timeout passed: failed
-    assert 1 not in p.state
+    assert (1, 0) not in p.state
     assert p.sent == 2 and p.answered_count == 1
 
 
 def test_pinger_forgets_sessions_that_leave_the_schedule() -> None:
     p = ev.Pinger()
-    p.due(0.0, {1: (0, 1.0, 1.0)})
-    send, _ = p.due(1.0, {1: (0, 1.0, 1.0)})
+    p.due(0.0, {(1, 0): (1.0, 1.0)})
+    send, _ = p.due(1.0, {(1, 0): (1.0, 1.0)})
     assert len(send) == 1
     assert p.due(5.0, {}) == ([], [])  # recovering or gone: its outstanding ping is dropped
-    assert p.due(6.0, {1: (0, 1.0, 1.0)}) == ([], [])  # back: starts a fresh interval
-    assert len(p.due(7.0, {1: (0, 1.0, 1.0)})[0]) == 1
+    assert p.due(6.0, {(1, 0): (1.0, 1.0)}) == ([], [])  # back: starts a fresh interval
+    assert len(p.due(7.0, {(1, 0): (1.0, 1.0)})[0]) == 1
+
+
+def test_pinger_pings_every_connection_and_times_each_out_alone() -> None:
+    p = ev.Pinger()
+    conns = {(1, 0): (1.0, 2.0), (1, 1): (1.0, 2.0), (1, 2): (1.0, 2.0)}
+    p.due(0.0, conns)
+    send, _ = p.due(1.0, conns)
+    assert sorted((s, c) for s, c, _ in send) == [(1, 0), (1, 1), (1, 2)]
+    itts = {c: itt for _, c, itt in send}
+    assert p.answered(1, 0, itts[0], 1.5)
+    p.unsent(1, 2, 1.5)  # connection 2 could not be pinged (being added): no answer awaited
+    assert not p.answered(1, 1, itts[0], 1.5)  # connection 0's answer is not connection 1's
+    send, missed = p.due(3.0, conns)
+    assert missed == [(1, 1)]  # only the connection that did not answer
+    assert sorted((s, c) for s, c, _ in send) == [(1, 0), (1, 2)]
+
+
+def test_ping_schedule_has_every_connection_but_one_being_closed() -> None:
+    from pyiscsid.sysfs import SessionPulse
+
+    pulses = [SessionPulse(1, "LOGGED_IN", [0, 1, 2], 5, 3), SessionPulse(2, "FAILED", [0], 5, 3)]
+    with ks._lock:
+        ks._closing_conns.add((1, 1))
+    try:
+        assert ev.ping_schedule(None, pulses) == {(1, 0): (5.0, 3.0), (1, 2): (5.0, 3.0)}
+    finally:
+        with ks._lock:
+            ks._closing_conns.discard((1, 1))
+
+
+def test_recovery_of_several_connections_stops_all_and_adds_the_others_back() -> None:
+    steps = FakeSteps(cids=[0, 1, 3])
+    steps.refuse = {3}
+    mgr = RecoveryManager(backoff=FAST, steps=steps)
+    assert mgr.conn_failed(4, 1, "CONN_FAILED")  # connection 1 failed
+    assert not mgr.conn_failed(4, 3, "CONN_FAILED")  # one recovery per session
+    assert mgr.wait(4, 5)
+    assert steps.stopped == [(4, 0), (4, 1), (4, 3)]  # every connection stopped
+    assert steps.reconnected == [(4, 0)]  # the leading login reinstates on CID 0
+    assert steps.added == [(4, [1, 3])]  # then the others are logged in again
+    assert mgr.recovered == {4: 1}
+
+
+def test_several_connections_wait_time2wait_before_the_reinstatement() -> None:
+    """All connections of the session went down at once: the target gets DefaultTime2Wait to
+    close them before the reinstatement; one connection reconnects after the back-off only."""
+    for cids, least, most in (([0, 1], 0.3, 5.0), ([0], 0.0, 0.25)):
+        steps = FakeSteps(cids=cids)
+        steps.t2w = 0.3
+        mgr = RecoveryManager(backoff=FAST, steps=steps)
+        t0 = time.monotonic()
+        assert mgr.conn_failed(4, 0, "CONN_FAILED")
+        assert mgr.wait(4, 5)
+        assert least <= time.monotonic() - t0 < most, cids
+        assert steps.reconnected == [(4, 0)]
+
+
+def test_recovery_leads_with_the_first_cid_the_user_left() -> None:
+    steps = FakeSteps(cids=[1, 2])  # CID 0 was closed by the user
+    mgr = RecoveryManager(backoff=FAST, steps=steps)
+    assert mgr.conn_failed(4, 2, "NOP_TIMEOUT")
+    assert mgr.wait(4, 5)
+    assert steps.reconnected == [(4, 1)]
+    assert steps.added == [(4, [2])]
+
+
+def test_recovery_of_one_connection_adds_nothing() -> None:
+    steps = FakeSteps()
+    mgr = RecoveryManager(backoff=FAST, steps=steps)
+    assert mgr.conn_failed(4, 0, "CONN_FAILED")
+    assert mgr.wait(4, 5)
+    assert steps.stopped == [(4, 0)] and steps.added == []
+
+
+def test_recovery_stops_on_any_connection_of_a_session_that_is_gone() -> None:
+    steps = FakeSteps(cids=[0, 1])
+    mgr = RecoveryManager(backoff=FAST, steps=steps)
+    mgr.conn_failed(99, 1, "CONN_FAILED")  # FakeSteps: session 99 is gone
+    assert mgr.wait(99, 5)
+    assert steps.stopped == [(99, 0)] and steps.reconnected == []
+
+
+def test_kernel_steps_connections_leave_out_the_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pyiscsid import sysfs
+    from pyiscsid.recovery import KernelSteps
+
+    monkeypatch.setattr(sysfs, "connection_ids", lambda sid: [0, 1, 2])
+    with ks._lock:
+        ks._closed_cids[7] = {1}
+    try:
+        assert KernelSteps().connections(7) == [0, 2]
+    finally:
+        ks.forget_session(7)
+    assert KernelSteps().connections(7) == [0, 1, 2]
 
 
 class _Recorder:
@@ -243,9 +359,9 @@ def test_event_service_hands_conn_errors_and_ping_answers_on() -> None:
     finally:
         ks._set_handling(9, None)
     assert not mgr.active(9)  # a logout's connection close is no failure
-    svc.pinger.state[6] = ev.PingState(0, 5.0, 5.0, 0.0, itt=0x80000042, sent_at=1.0)
+    svc.pinger.state[(6, 0)] = ev.PingState(5.0, 5.0, 0.0, itt=0x80000042, sent_at=1.0)
     svc.handle(rec, RecvPduEvent(6, 0, NopIn(itt=0x80000042).encode()))
-    assert svc.pinger.state[6].itt is None and rec.sent == []
+    assert svc.pinger.state[(6, 0)].itt is None and rec.sent == []
     steps.gate.set()
     assert mgr.wait(6, 5)
 
@@ -283,3 +399,43 @@ def test_cancel_ends_a_time2wait_at_once_and_frees_the_sid() -> None:
     assert mgr.wait(3, 5)
     assert steps.calls.count(("reconnect", 3)) == 1
     assert mgr.cancel(4, 0)  # nothing to cancel: nothing runs
+
+
+def test_kernel_steps_add_uses_the_new_tsih_and_destroys_what_is_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pyiscsid import connections, sysfs
+    from pyiscsid.recovery import KernelSteps
+    from pyiscsid.settings import LoginSettings
+
+    steps = KernelSteps()
+    assert steps.add(6, [1, 2]) == []  # nothing reinstated: nothing to add to
+    node = type("N", (), {"target": "iqn.x:t", "address": "a", "port": 1, "tpgt": 1,
+                                    "iface": "default", "get": lambda self, n: ""})()  # fmt: skip
+    settings = LoginSettings(initiator_name="iqn.x:i", target_name="iqn.x:t")
+    steps._reinstated[6] = (node, settings, 0x77)
+    seen: list[tuple[list[int], int, set[int]]] = []
+
+    def add_connections(sid, cids, portals, settings_, tsih, csteps):  # type: ignore[no-untyped-def]
+        seen.append((list(cids), tsih, csteps.existing))
+        return [1]
+
+    destroyed: list[tuple[int, int]] = []
+
+    class Nl:
+        def __enter__(self) -> Nl:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+    monkeypatch.setattr(connections, "add_connections", add_connections)
+    monkeypatch.setattr(connections, "record_portals", lambda n: [connections.Portal("a", 1)])
+    monkeypatch.setattr(sysfs, "connection_ids", lambda sid: [0, 1, 2])
+    monkeypatch.setattr("pyiscsid.recovery.IscsiNetlink", Nl)
+    monkeypatch.setattr(
+        ks, "destroy_connection", lambda nl, sid, cid, stop: destroyed.append((sid, cid))
+    )
+    assert steps.add(6, [1, 2, 3]) == [1]
+    assert seen == [([1, 2, 3], 0x77, {1, 2, 3})]  # bound to the stopped kernel connections
+    assert destroyed == [(6, 2)]  # 3 is gone already; 2 is stopped and not re-added

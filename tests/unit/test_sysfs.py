@@ -97,7 +97,7 @@ def test_identities_and_pulses_read_only_what_they_need(sysfs: Path) -> None:
     _write(cdir / "ping_tmo", "3")
     (pulse,) = sysfs_.session_pulses()
     assert pulse == sysfs_.SessionPulse(2, "LOGGED_IN", [0], 7, 3)
-    assert events.ping_schedule() == {2: (0, 7.0, 3.0)}
+    assert events.ping_schedule() == {(2, 0): (7.0, 3.0)}
     assert events.failed_sessions() == []
     _write(sysfs / "sys" / "class" / "iscsi_session" / "session2" / "state", "FAILED")
     assert events.ping_schedule() == {}

@@ -203,19 +203,35 @@ NODE_DEFAULTS = {  # hostile.sh puts them in iscsid.conf; -o new must have taken
 }
 
 
-def set_node(iqn: str, portal: str, digests: bool) -> None:
+def set_node(iqn: str, portal: str, digests: bool, mcs: bool = False) -> None:
     rc, out, _ = adm("-m", "node", "-T", iqn, "-p", portal)
     shown = dict(line.split(" = ", 1) for line in out.splitlines() if " = " in line)
     for name, value in NODE_DEFAULTS.items():
         if shown.get(name) != value:
             raise SystemExit(f"the node record has {name} = {shown.get(name)}, not {value}")
-    if not digests:
-        return
-    for name in ("node.conn[0].iscsi.HeaderDigest", "node.conn[0].iscsi.DataDigest"):
+    updates = []
+    if digests:
+        updates += [("node.conn[0].iscsi.HeaderDigest", "CRC32C"),
+                    ("node.conn[0].iscsi.DataDigest", "CRC32C")]  # fmt: skip
+    if mcs:  # ask for two connections: the target's answer to the second is the case
+        updates.append(("node.session.iscsi.MaxConnections", "2"))
+    for name, value in updates:
         rc, out, _ = adm("-m", "node", "-T", iqn, "-p", portal, "-o", "update",
-                         "-n", name, "-v", "CRC32C")  # fmt: skip
+                         "-n", name, "-v", value)  # fmt: skip
         if rc:
             raise SystemExit(f"cannot set {name}: {out}")
+
+
+def connections_up(s: Path | None) -> int:
+    """How many connections of session `s` are up (sysfs)."""
+    if s is None:
+        return 0
+    sid = s.name.removeprefix("session")
+    n = 0
+    for c in Path("/sys/class/iscsi_connection").glob(f"connection{sid}:*"):
+        with contextlib.suppress(OSError):
+            n += (c / "state").read_text().strip() == "up"
+    return n
 
 
 def iscsid_alive() -> bool:
@@ -226,17 +242,19 @@ def iscsid_alive() -> bool:
 
 
 def run_one(name: str, target: H.Target, kmsg: Kmsg, io_kind: str, digests: bool,
-            recover: bool, port: int) -> dict[str, object]:  # fmt: skip
+            recover: bool, port: int, mcs: bool = False) -> dict[str, object]:  # fmt: skip
     iqn = f"{IQN}:{name.replace('_', '-')}"
     portal = f"127.0.0.1:{port}"
     r: dict[str, object] = {"case": name}
     rc, out, _ = adm("-m", "node", "-o", "new", "-T", iqn, "-p", portal)
     if rc:
         raise SystemExit(f"-o new: {out}")
-    set_node(iqn, portal, digests)
+    set_node(iqn, portal, digests, mcs)
     rc, out, secs = adm("-m", "node", "-T", iqn, "-p", portal, "--login", timeout=60)
     r["login_rc"] = rc
     s = session_of(iqn)
+    if mcs:  # the further connection failed alone: the leading one carries on
+        r["conns"] = connections_up(s)
     dev = disk_of(s, 15) if s is not None and rc == 0 else None
     r["disk"] = bool(dev)
     if dev and io_kind != "none":
@@ -284,6 +302,8 @@ def run_one(name: str, target: H.Target, kmsg: Kmsg, io_kind: str, digests: bool
         ok_io = False
     if recover:
         ok_io = r["io"] == "ok"
+    if mcs and (r["login_rc"] != 0 or r["conns"] != 1):
+        ok_io = False
     r["ok"] = bool(ok_io and not r["dmesg_bad"] and r["iscsid"] and r["gone"]
                    and r["logout_rc"] in (0, 21))  # fmt: skip
     return r
@@ -299,7 +319,8 @@ def run_cases(names: list[str], out: Path, base_port: int) -> int:
         target = H.Target(case, port=port)
         t0 = time.monotonic()
         try:
-            r = run_one(name, target, kmsg, case.io, case.digests, case.recover, port)
+            r = run_one(name, target, kmsg, case.io, case.digests, case.recover, port,
+                        case.trigger == "login2")  # fmt: skip
         finally:
             target.close()
         r["seconds"] = round(time.monotonic() - t0, 1)

@@ -193,6 +193,8 @@ class Conn:
         self.next_ttt = 0x100
         self.window_closed = False
         self.tsih = 0
+        self.rsp_tsih_delta = 0  # login2 cases: what a further connection's answer gets wrong
+        self.rsp_isid_flip = False
         self.max_r2t = 1  # RFC 7143 defaults until negotiated
         self.max_burst = 262144
 
@@ -246,6 +248,9 @@ class Conn:
                 return False
             if not isinstance(req, P.LoginRequest):
                 return False
+            # a further connection of the session (TSIH set): the login2 cases misbehave here
+            if req.tsih and self.t.hook("login2", self, req):
+                raise Closed
             out: list[tuple[str, str]] = []
             for k, v in decode_text(req.data):
                 a = self.answer(k, v, req.csg)
@@ -258,10 +263,11 @@ class Conn:
                 out.append(("MaxRecvDataSegmentLength", str(TARGET_MRDSL)))
             final = req.transit and req.nsg == P.Stage.FULL_FEATURE
             if final:
-                self.tsih = req.tsih or self.t.new_tsih()
+                self.tsih = (req.tsih or self.t.new_tsih()) + self.rsp_tsih_delta
                 self.exp_cmdsn = req.cmdsn
+            isid = bytes(b ^ 0x5A for b in req.isid) if self.rsp_isid_flip else req.isid
             self.io.send(P.LoginResponse(
-                itt=req.itt, isid=req.isid, csg=req.csg, transit=req.transit,
+                itt=req.itt, isid=isid, csg=req.csg, transit=req.transit,
                 nsg=req.nsg if req.transit else 0, tsih=self.tsih if final else 0,
                 statsn=self.statsn, exp_cmdsn=req.cmdsn,
                 max_cmdsn=req.cmdsn + (self.t.case.window if self.t.case else WINDOW) - 1,
@@ -278,14 +284,17 @@ class Conn:
         if csg != P.Stage.OPERATIONAL:
             return None
         burst = self.t.case.max_burst if self.t.case else MAX_BURST
+        mcs = "2" if self.t.case and self.t.case.trigger == "login2" else "1"
         fixed = {"InitialR2T": "Yes", "ImmediateData": "No", "MaxBurstLength": str(burst),
                  "FirstBurstLength": "8192", "MaxOutstandingR2T": str(MAX_R2T),
-                 "ErrorRecoveryLevel": "0", "MaxConnections": "1"}  # fmt: skip
+                 "ErrorRecoveryLevel": "0", "MaxConnections": mcs}  # fmt: skip
         if key in ("InitiatorName", "InitiatorAlias", "SessionType", "TargetName"):
             return None
         if key == "MaxRecvDataSegmentLength":
             self.initiator_mrdsl = int(value)
             return None
+        if key == "MaxConnections":  # min(): the initiator must have asked for two
+            return str(min(int(value), int(mcs)))
         if key in ("MaxBurstLength", "FirstBurstLength", "MaxOutstandingR2T"):  # min()
             v = str(min(int(value), int(fixed[key])))
             if key == "MaxOutstandingR2T":
@@ -600,7 +609,8 @@ def vpd(page: int) -> bytes | None:
 @dataclass
 class Case:
     """One misbehaviour: where it triggers (`read`, `write`, `write_status`, `scan`, `login`,
-    `tmf`), what it does, and what a correct initiator must make of it.
+    `tmf`, `login2`: the login of a further connection of a session the target lets have two),
+    what it does, and what a correct initiator must make of it.
 
     `io`: the test's I/O ("read": 64 KiB at TRIGGER_LBA; "write": 64 KiB written there, then
     read back); `recover`: the in-kernel initiator recovers from it, so ours must too (the I/O
@@ -1063,6 +1073,33 @@ def a_scan_capacity_zero(c: Conn, cmd: object) -> bool:
     return True
 
 
+def _login2_status(status_class: int, detail: int, data: bytes = b"") -> Hook:
+    """A further connection's login answered with a status other than success."""
+
+    def act(c: Conn, req: object) -> bool:
+        assert isinstance(req, P.LoginRequest)
+        c.io.send(P.LoginResponse(itt=req.itt, isid=req.isid, csg=req.csg, tsih=req.tsih,
+                                  statsn=c.statsn, exp_cmdsn=req.cmdsn, max_cmdsn=req.cmdsn,
+                                  status_class=status_class, status_detail=detail,
+                                  data=data))  # fmt: skip
+        time.sleep(0.2)
+        return True
+
+    return act
+
+
+def a_login2_other_tsih(c: Conn, req: object) -> bool:
+    """A further connection's login succeeds with a TSIH that is not the session's."""
+    c.rsp_tsih_delta = 7
+    return False
+
+
+def a_login2_other_isid(c: Conn, req: object) -> bool:
+    """A further connection's login answers with another ISID."""
+    c.rsp_isid_flip = True
+    return False
+
+
 CASES: dict[str, Case] = {
     c.name: c
     for c in [
@@ -1164,6 +1201,17 @@ CASES: dict[str, Case] = {
              scan_opcodes=(0xA0,), doc="REPORT LUNS list length 0xfffffff8"),
         Case("scan_capacity_zero", "scan", a_scan_capacity_zero, io="none",
              scan_opcodes=(0x25, 0x9E), doc="READ CAPACITY: block size 0, last LBA 0xffffffff"),
+        Case("login2_other_tsih", "login2", a_login2_other_tsih, recover=True,
+             doc="MC/S: a further connection's login answered with another TSIH"),
+        Case("login2_other_isid", "login2", a_login2_other_isid, recover=True,
+             doc="MC/S: a further connection's login answered with another ISID"),
+        Case("login2_redirect", "login2",
+             _login2_status(1, 1, encode_text([("TargetAddress", "127.0.0.1:1,1")])),
+             recover=True, doc="MC/S: a further connection's login redirected to a dead portal"),
+        Case("login2_too_many", "login2", _login2_status(2, 6), recover=True,
+             doc="MC/S: a further connection refused: too many connections (0x0206)"),
+        Case("login2_no_session", "login2", _login2_status(2, 10), recover=True,
+             doc="MC/S: a further connection refused: session does not exist (0x020a)"),
     ]
 }  # fmt: skip
 
