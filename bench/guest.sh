@@ -111,14 +111,22 @@ sid_of() {
 	done
 	return 1
 }
-# cids_of SID: the CIDs of the session's connections in sysfs, one line each, sorted
+# cids_of SID: the CIDs of the session's connections in sysfs whose state is "up", one a line
 cids_of() {
 	local c
 	for c in /sys/class/iscsi_connection/connection"$1":*; do
-		[ -e "$c" ] && echo "${c##*:}"
+		[ "$(cat "$c/state" 2>/dev/null)" = up ] && echo "${c##*:}"
 	done | sort -n
 }
-# wait_conns SID N TIMEOUT_S: until the session has N connections (they may come after login)
+# conns_seen SID: every connection device of the session with its state ("connection1:0=up ...")
+conns_seen() {
+	local c out=""
+	for c in /sys/class/iscsi_connection/connection"$1":*; do
+		[ -e "$c" ] && out="$out ${c##*/}=$(cat "$c/state" 2>/dev/null)"
+	done
+	echo "${out# }"
+}
+# wait_conns SID N TIMEOUT_S: until the session has N connections up (they may come after login)
 wait_conns() {
 	local i
 	for ((i = 0; i < $3 * 10; i++)); do
@@ -299,7 +307,7 @@ workloads() {
 	fi
 	adm "$side" -m session -P 3 >"$RAW/r$r-$side-$tgt-session.txt" 2>&1
 	if [ "$n" -gt 1 ] && [ "$have" != "$n" ]; then
-		side_fail "$side" "the session to $iqn has $have connection(s) in /sys/class/iscsi_connection ($(cids_of "$sid" | sed "s/^/connection$sid:/" | paste -sd' ')), not $n, 30 s after a login with node.session.iscsi.MaxConnections=$n (LIO MaxConnections=$LIO_MAXCONN): its numbers would not be those of $n connections"
+		side_fail "$side" "the session to $iqn has $have connection(s) up in /sys/class/iscsi_connection ($(conns_seen "$sid")), not $n, 30 s after a login with node.session.iscsi.MaxConnections=$n (LIO MaxConnections=$LIO_MAXCONN): its numbers would not be those of $n connections"
 		return 1
 	fi
 	vm_log "round $r $side $tgt: $disk${sid:+ (session $sid, $n connections)}"
@@ -320,9 +328,9 @@ workloads() {
 				return 1
 			}
 			rm -f "$RAW/$tag.conns.err"
-			have=$(grep -c '^after ' "$RAW/$tag.conns")
-			[ "$have" = "$n" ] || {
-				side_fail "$side" "after $wl on $tgt the session has $have connection(s), not $n (a connection lost during the run?)"
+			have=$(cids_of "$sid" | wc -l)
+			[ "$have" = "$n" ] && [ "$(grep -c '^after ' "$RAW/$tag.conns")" = "$n" ] || {
+				side_fail "$side" "after $wl on $tgt the session has $have connection(s) up ($(conns_seen "$sid")), not $n: one lost during the run?"
 				return 1
 			}
 		fi
