@@ -4,11 +4,13 @@ Boots the guest once (tests/vm/harness.py) to run bench/guest.sh, copies its raw
 timings to bench/raw/, and writes bench/results.json, bench/results.md and bench/results.png.
 
 Settings (environment):
-  BENCH_QUICK=1          1 round, 5 s fio runs, 8 login targets (under 10 minutes)
+  BENCH_QUICK=1          1 round, 5 s fio runs, 8 login targets (under 12 minutes)
   BENCH_ROUNDS=N         rounds, sides alternating in each (default 3)
   BENCH_RUNTIME=S        seconds per fio workload (default 20)
   BENCH_LOGIN_TARGETS=N  targets for the login-scaling test, 0 to skip (default 32)
-  BENCH_SIDES="inkernel ours"   which initiators (in this order in every round)
+  BENCH_SIDES="inkernel ours ours_mc2 ours_mc4"   which initiators (in this order in every
+                         round); ours_mcN: ours with node.session.iscsi.MaxConnections=N, only on
+                         the lio target and the workloads in report.MC_WORKLOADS, no login scaling
   BENCH_TARGETS="lio tgt"       LIO ramdisk and/or tgtd (file on tmpfs)
   BENCH_WORKLOADS="..."         a subset of the workloads in bench/report.py (default all)
   BENCH_PERF=1           profile each fio run with `perf record -a -g` in the guest: the report
@@ -35,7 +37,19 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from plot import plot_ratios  # noqa: E402
-from report import SIDES, TARGETS, WORKLOADS, BenchError, load_raw, markdown, summarise  # noqa: E402
+from report import (  # noqa: E402
+    MC_SIDES,
+    MC_TARGET,
+    MC_WORKLOADS,
+    SIDES,
+    TARGETS,
+    WORKLOADS,
+    BenchError,
+    load_raw,
+    markdown,
+    ratio_bars,
+    summarise,
+)
 
 GUEST = HERE / "guest.sh"
 
@@ -66,11 +80,19 @@ class Settings:
             f"BENCH_PERF={int(self.perf)}",
         ]
 
+    def mc_workloads(self) -> tuple[str, ...]:
+        """What the multi-connection sides run (on the lio target only)."""
+        if MC_TARGET not in self.targets:
+            return ()
+        return tuple(w for w in self.workloads if w in MC_WORKLOADS)
+
     def vm_timeout(self) -> int:
         """Generous: TCG on a busy host can be several times slower than on an idle one."""
         fio = len(self.targets) * len(self.workloads) * (self.runtime + 10) + 30
         login = 10 + 4 * self.login_targets
-        per_round = len(self.sides) * (fio + login + 30)
+        # a multi-connection side: its workloads, GET_STATS before and after each, one login
+        mc = len(self.mc_workloads()) * (self.runtime + 16) + 60
+        per_round = sum(mc if s in MC_SIDES else fio + login + 30 for s in self.sides)
         setup = 120 + 3 * self.login_targets
         return int(2 * (setup + self.rounds * per_round)) + 300
 
@@ -102,7 +124,7 @@ def _words(
 
 def settings_from_env(env: dict[str, str]) -> Settings:
     quick = env.get("BENCH_QUICK", "") not in ("", "0")
-    return Settings(
+    st = Settings(
         quick=quick,
         rounds=_int(env, "BENCH_ROUNDS", 1 if quick else 3, 1),
         runtime=_int(env, "BENCH_RUNTIME", 5 if quick else 20, 1),
@@ -112,6 +134,20 @@ def settings_from_env(env: dict[str, str]) -> Settings:
         workloads=_words(env, "BENCH_WORKLOADS", WORKLOADS, WORKLOADS),
         perf=env.get("BENCH_PERF", "") not in ("", "0"),
     )
+    mc = [s for s in st.sides if s in MC_SIDES]
+    if mc and not st.mc_workloads():
+        # by default they just drop out; asked for by name, they are an error
+        if env.get("BENCH_SIDES", "").replace(",", " ").split():
+            raise SettingsError(
+                f"BENCH_SIDES: {' '.join(mc)} run only on the {MC_TARGET} target and the "
+                f"workloads {' '.join(MC_WORKLOADS)}: BENCH_TARGETS/BENCH_WORKLOADS leave them none"
+            )
+        st = Settings(**{**st.__dict__, "sides": tuple(s for s in st.sides if s not in mc)})
+    return st
+
+
+def uses_our_modules(side: str) -> bool:
+    return side == "ours" or side in MC_SIDES
 
 
 def build_modules() -> str | None:
@@ -175,21 +211,26 @@ def main() -> int:
         return 2
     failures: dict[str, str] = {}
     sides = st.sides
-    if "ours" in sides:
+    if any(uses_our_modules(s) for s in sides):
         err = build_modules()
         if err:
-            failures["ours"] = err
-            sides = tuple(s for s in sides if s != "ours")
-            print(f"bench: ours side FAILED: {err}", file=sys.stderr)
+            for s in sides:
+                if uses_our_modules(s):
+                    failures[s] = err
+                    print(f"bench: {s} side FAILED: {err}", file=sys.stderr)
+            sides = tuple(s for s in sides if not uses_our_modules(s))
     if not sides:
         print("bench: no side left to run", file=sys.stderr)
         return 1
     st_run = Settings(**{**st.__dict__, "sides": sides})
     timeout = st_run.vm_timeout()
+    mc_note = ""
+    if any(s in MC_SIDES for s in sides):
+        mc_note = f" ({len(st.mc_workloads())} on {MC_TARGET} for the multi-connection sides)"
     print(
         f"bench: {'quick, ' if st.quick else ''}{st.rounds} round(s) of [{' '.join(sides)}], "
-        f"targets [{' '.join(st.targets)}], {len(st.workloads)} workloads x {st.runtime} s, "
-        f"{st.login_targets} login targets (VM timeout {timeout} s)",
+        f"targets [{' '.join(st.targets)}], {len(st.workloads)} workloads{mc_note} x "
+        f"{st.runtime} s, {st.login_targets} login targets (VM timeout {timeout} s)",
         flush=True,
     )
     t0 = time.monotonic()
@@ -223,7 +264,13 @@ def main() -> int:
         f"Run {time.strftime('%Y-%m-%d %H:%M')}: {'BENCH_QUICK=1, ' if st.quick else ''}"
         f"{st.rounds} round(s) alternating [{' '.join(st.sides)}], fio {st.runtime} s per workload "
         f"(direct I/O, libaio), targets [{' '.join(st.targets)}] on 127.0.0.1 in the same guest, "
-        f"login scaling with {st.login_targets} LIO targets."
+        f"login scaling with {st.login_targets} LIO targets"
+        + (
+            f" (not for the multi-connection sides, which run "
+            f"{' '.join(st.mc_workloads())} on {MC_TARGET} only)."
+            if any(s in MC_SIDES for s in st.sides)
+            else "."
+        )
         + (" Profiled with perf record -a -g (costs CPU on both sides)." if st.perf else ""),
         "",
         "Guest: " + "; ".join(ln for ln in env.splitlines() if not ln.startswith("settings")),
@@ -231,10 +278,17 @@ def main() -> int:
         "CPU cost = busy guest CPU seconds (/proc/stat, whole guest: initiator, target, fio) "
         "per GiB moved.",
     ]
-    md = markdown(results, header=header, failures=failures, negotiated=samples.negotiated)
+    md = markdown(
+        results,
+        header=header,
+        failures=failures,
+        negotiated=samples.negotiated,
+        connections=samples.connections,
+        conn_cmds=samples.conn_cmds,
+    )
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "results.md").write_text(md)
-    bars = [(m, e["ratio"]) for m, e in results.items() if e["ratio"] is not None]
+    bars = ratio_bars(results)
     if bars:
         drew = plot_ratios(
             bars, HERE / "results.png", "pyiscsi / in-kernel initiator (> 1: ours better)"

@@ -2,11 +2,17 @@
 # Guest side of `make bench` (run by bench/bench.py through tests/vm/run-vm, one boot):
 # the same targets and fio workloads for the in-kernel Linux initiator (Debian's open-iscsi +
 # in-tree iscsi_tcp) and for ours (kernel/iscsi_if.ko + kernel/iscsi_tcp.ko, our iscsid/iscsiadm),
-# alternating sides in rounds so drift cancels. Nothing is summarised here: the host reads
+# alternating sides in rounds so drift cancels. The sides ours_mc<N> are ours with
+# node.session.iscsi.MaxConnections=N on the node record before login (one session, N
+# connections): LIO only, the workloads in MC_WORKLOADS, no login scaling; the session must have
+# N connections in sysfs or the side fails. Nothing is summarised here: the host reads
 #   $VM_OUT/raw/r<R>-<side>-<target>-<workload>.json   fio's JSON output
 #   $VM_OUT/raw/r<R>-<side>-<target>-<workload>.stat   "cpu" lines of /proc/stat before/after
 #   $VM_OUT/raw/r<R>-<side>-login.txt                  targets=N login_s=S logout_s=S
 #   $VM_OUT/raw/r<R>-<side>-<target>-session.txt       the negotiated session (iscsiadm -P 3)
+#   $VM_OUT/raw/r<R>-<side>-<target>-connections.txt   ours_mc<N>: want=N have=N sid=S cids=0,1,..
+#   $VM_OUT/raw/r<R>-<side>-<target>-<workload>.conns  ours_mc<N>: GET_STATS of each connection,
+#                                                      "before|after cid=C name=value ..." lines
 #   $VM_OUT/status.txt    "side_failed SIDE REASON" lines, "done" at the end
 # Settings (arguments BENCH_X=VALUE): BENCH_ROUNDS BENCH_RUNTIME BENCH_LOGIN_TARGETS BENCH_SIDES BENCH_TARGETS
 # BENCH_WORKLOADS (names from the table below; default all) BENCH_DISK_MB BENCH_PERF (1: each fio run
@@ -25,7 +31,7 @@ cd "${VM_WORK:?run me through tests/vm/run-vm}"
 ROUNDS=${BENCH_ROUNDS:-3}
 RUNTIME=${BENCH_RUNTIME:-20}
 NLOGIN=${BENCH_LOGIN_TARGETS:-32}
-SIDES=${BENCH_SIDES:-inkernel ours}
+SIDES=${BENCH_SIDES:-inkernel ours ours_mc2 ours_mc4}
 TARGETS=${BENCH_TARGETS:-lio tgt}
 DISK_MB=${BENCH_DISK_MB:-256}
 PERF=${BENCH_PERF:-0}
@@ -44,6 +50,8 @@ declare -A WL=(
 WL_ORDER="seqread_1m_qd8 seqwrite_1m_qd8 randread_4k_qd1 randread_4k_qd32 randwrite_4k_qd1
 	randwrite_4k_qd32 randrw70_64k_qd16"
 WORKLOADS=${BENCH_WORKLOADS:-$WL_ORDER}
+# what the multi-connection sides run (bench/report.py MC_WORKLOADS), on LIO only
+MC_WORKLOADS="seqread_1m_qd8 seqwrite_1m_qd8 randread_4k_qd32 randwrite_4k_qd32"
 
 INITIATOR=iqn.2026-11.test:bench-initiator
 IQN_LIO=iqn.2003-01.org.linux-iscsi.vm:bench-lio
@@ -62,6 +70,23 @@ mkdir -p "$RAW"
 : >"$STATUS"
 ISCSID_PID=""
 
+# kind_of SIDE: which initiator runs it (inkernel or ours); conns_of SIDE: connections a session
+kind_of() { case $1 in ours_mc[1-9]*) echo ours ;; *) echo "$1" ;; esac; }
+conns_of() { case $1 in ours_mc[1-9]*) echo "${1#ours_mc}" ;; *) echo 1 ;; esac; }
+valid_side() {
+	case $1 in
+	inkernel | ours) return 0 ;;
+	ours_mc[1-9]*) [[ ${1#ours_mc} =~ ^[0-9]+$ ]] ;;
+	*) return 1 ;;
+	esac
+}
+# LIO's MaxConnections (a TPG parameter; default 1): the largest N among the sides. The in-kernel
+# initiator and ours propose 1, so raising it changes nothing for them.
+LIO_MAXCONN=1
+for side in $SIDES; do
+	valid_side "$side" && [ "$(conns_of "$side")" -gt $LIO_MAXCONN ] && LIO_MAXCONN=$(conns_of "$side")
+done
+
 now_ns() { date +%s%N; }
 secs_since() { awk -v s="$1" -v e="$(now_ns)" 'BEGIN { printf "%.3f", (e - s) / 1e9 }'; }
 
@@ -71,11 +96,48 @@ side_fail() { # SIDE REASON
 	FAILED[$1]=1
 	echo "side_failed $1 $2" >>"$STATUS"
 	vm_log "SIDE FAILED: $1: $2"
-	if [ "$1" = ours ] && [ -s $STATE/iscsid.log ]; then
+	if [ "$(kind_of "$1")" = ours ] && [ -s $STATE/iscsid.log ]; then
 		echo "----- our iscsid log (last 30 lines)"
 		tail -n 30 $STATE/iscsid.log
-		cp $STATE/iscsid.log "$RAW/iscsid-ours.log" 2>/dev/null
+		cp $STATE/iscsid.log "$RAW/iscsid-$1.log" 2>/dev/null
 	fi
+}
+
+# sid_of IQN: the session number of the (one) session to IQN
+sid_of() {
+	local s
+	for s in /sys/class/iscsi_session/session*; do
+		[ "$(cat "$s/targetname" 2>/dev/null)" = "$1" ] && { echo "${s##*/session}"; return 0; }
+	done
+	return 1
+}
+# cids_of SID: the CIDs of the session's connections in sysfs whose state is "up", one a line
+cids_of() {
+	local c
+	for c in /sys/class/iscsi_connection/connection"$1":*; do
+		[ "$(cat "$c/state" 2>/dev/null)" = up ] && echo "${c##*:}"
+	done | sort -n
+}
+# conns_seen SID: every connection device of the session with its state ("connection1:0=up ...")
+conns_seen() {
+	local c out=""
+	for c in /sys/class/iscsi_connection/connection"$1":*; do
+		[ -e "$c" ] && out="$out ${c##*/}=$(cat "$c/state" 2>/dev/null)"
+	done
+	echo "${out# }"
+}
+# wait_conns SID N TIMEOUT_S: until the session has N connections up (they may come after login)
+wait_conns() {
+	local i
+	for ((i = 0; i < $3 * 10; i++)); do
+		[ "$(cids_of "$1" | wc -l)" = "$2" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+# conn_stats SID LABEL FILE: append every connection's GET_STATS counters to FILE
+conn_stats() {
+	timeout -k 5 60 "$VENV/bin/python" bench/connstats.py "$1" "$2" >>"$3" 2>>"$3.err"
 }
 
 # disk_of IQN [TRIES]: /dev/sdX of the session to IQN (the SCSI host of the session, its block devices)
@@ -119,7 +181,7 @@ wait_no_disks() {
 # ---- the two initiators: up / adm / down ----------------------------------------------------
 # side_up SIDE: runs in this shell (our iscsid's PID must stay known); prints why it failed
 side_up() {
-	case "$1" in
+	case "$(kind_of "$1")" in
 	inkernel)
 		(openiscsi_up $INITIATOR) || return 1
 		;;
@@ -159,12 +221,16 @@ adm() { # SIDE ARGS...: the side's iscsiadm
 	local side=$1
 	shift
 	# a hung login or logout must fail the side, not stall the whole run
-	if [ "$side" = ours ]; then timeout -k 5 180 "$OUR_ADM" "$@"; else timeout -k 5 180 "$SYS_ADM" "$@"; fi
+	if [ "$(kind_of "$side")" = ours ]; then
+		timeout -k 5 180 "$OUR_ADM" "$@"
+	else
+		timeout -k 5 180 "$SYS_ADM" "$@"
+	fi
 }
 
 # side_down SIDE: log out, stop the daemon, unload the modules; prints what went wrong
 side_down() {
-	case "$1" in
+	case "$(kind_of "$1")" in
 	inkernel)
 		(openiscsi_down) 2>&1
 		;;
@@ -178,7 +244,7 @@ side_down() {
 			wait $ISCSID_PID 2>/dev/null
 			ISCSID_PID=""
 		fi
-		[ -s $STATE/iscsid.log ] && cat $STATE/iscsid.log >>"$RAW/iscsid-ours.log"
+		[ -s $STATE/iscsid.log ] && cat $STATE/iscsid.log >>"$RAW/iscsid-$1.log"
 		local m
 		for m in iscsi_tcp iscsi_if; do
 			if grep -q "^$m " /proc/modules; then rmmod $m 2>&1 || echo "rmmod $m failed"; fi
@@ -216,22 +282,58 @@ run_fio() {
 	return $rc
 }
 
-# workloads SIDE ROUND TARGET IQN PORTAL
+# workloads SIDE ROUND TARGET IQN PORTAL WORKLOAD...
 workloads() {
-	local side=$1 r=$2 tgt=$3 iqn=$4 portal=$5 out disk wl
+	local side=$1 r=$2 tgt=$3 iqn=$4 portal=$5 out disk wl n sid have tag
+	shift 5
+	n=$(conns_of "$side")
 	out=$(adm "$side" -m discovery -t st -p "$portal" 2>&1) \
 		|| { side_fail "$side" "discovery of $portal failed: $out"; return 1; }
+	if [ "$n" -gt 1 ]; then
+		out=$(adm "$side" -m node -T "$iqn" -p "$portal" -o update \
+			-n node.session.iscsi.MaxConnections -v "$n" 2>&1) \
+			|| { side_fail "$side" "setting node.session.iscsi.MaxConnections=$n failed: $out"; return 1; }
+	fi
 	out=$(adm "$side" -m node -T "$iqn" -p "$portal" --login 2>&1) \
 		|| { side_fail "$side" "login to $iqn failed: $out"; return 1; }
 	disk=$(disk_of "$iqn") || { side_fail "$side" "no disk for the session to $iqn"; return 1; }
+	if [ "$n" -gt 1 ]; then
+		sid=$(sid_of "$iqn") || { side_fail "$side" "no session to $iqn in sysfs"; return 1; }
+		# further connections may still be logging in when --login returns
+		wait_conns "$sid" "$n" 30
+		have=$(cids_of "$sid" | wc -l)
+		echo "want=$n have=$have sid=$sid cids=$(cids_of "$sid" | paste -sd,)" \
+			>"$RAW/r$r-$side-$tgt-connections.txt"
+	fi
 	adm "$side" -m session -P 3 >"$RAW/r$r-$side-$tgt-session.txt" 2>&1
-	vm_log "round $r $side $tgt: $disk"
-	for wl in $WORKLOADS; do
+	if [ "$n" -gt 1 ] && [ "$have" != "$n" ]; then
+		side_fail "$side" "the session to $iqn has $have connection(s) up in /sys/class/iscsi_connection ($(conns_seen "$sid")), not $n, 30 s after a login with node.session.iscsi.MaxConnections=$n (LIO MaxConnections=$LIO_MAXCONN): its numbers would not be those of $n connections"
+		return 1
+	fi
+	vm_log "round $r $side $tgt: $disk${sid:+ (session $sid, $n connections)}"
+	for wl in "$@"; do
 		[ -n "${WL[$wl]:-}" ] || { side_fail "$side" "unknown workload $wl"; return 1; }
-		run_fio "r$r-$side-$tgt-$wl" "$disk" "$wl" || {
-			side_fail "$side" "fio $wl on $tgt failed: $(tail -n 3 "$RAW/r$r-$side-$tgt-$wl.fio.log" | tr '\n' ' ')"
+		tag=r$r-$side-$tgt-$wl
+		if [ "$n" -gt 1 ] && ! conn_stats "$sid" before "$RAW/$tag.conns"; then
+			side_fail "$side" "GET_STATS of the connections of session $sid before $wl failed: $(tr '\n' ' ' <"$RAW/$tag.conns.err")"
+			return 1
+		fi
+		run_fio "$tag" "$disk" "$wl" || {
+			side_fail "$side" "fio $wl on $tgt failed: $(tail -n 3 "$RAW/$tag.fio.log" | tr '\n' ' ')"
 			return 1
 		}
+		if [ "$n" -gt 1 ]; then
+			conn_stats "$sid" after "$RAW/$tag.conns" || {
+				side_fail "$side" "GET_STATS of the connections of session $sid after $wl failed: $(tr '\n' ' ' <"$RAW/$tag.conns.err")"
+				return 1
+			}
+			rm -f "$RAW/$tag.conns.err"
+			have=$(cids_of "$sid" | wc -l)
+			[ "$have" = "$n" ] && [ "$(grep -c '^after ' "$RAW/$tag.conns")" = "$n" ] || {
+				side_fail "$side" "after $wl on $tgt the session has $have connection(s) up ($(conns_seen "$sid")), not $n: one lost during the run?"
+				return 1
+			}
+		fi
 	done
 	# numbers from a data path that corrupts data mean nothing: check it once per session
 	dd if=/tmp/bench-verify.bin of="$disk" bs=1M oflag=direct,seek_bytes seek=$VERIFY_OFFSET \
@@ -270,19 +372,36 @@ login_scaling() {
 
 run_side() { # SIDE ROUND
 	local side=$1 r=$2 t
+	valid_side "$side" || { side_fail "$side" "unknown side (want inkernel, ours or ours_mc<N>)"; return; }
 	if ! side_up "$side" >/tmp/bench-why 2>&1; then
 		side_fail "$side" "cannot start: $(tr '\n' ' ' </tmp/bench-why)"
 		side_down "$side" >/dev/null 2>&1
 		return
 	fi
-	for t in $TARGETS; do
+	local wls=$WORKLOADS tgts=$TARGETS w
+	if [ "$(conns_of "$side")" -gt 1 ]; then
+		# the multi-connection sides: LIO only (tgtd answers MaxConnections=1), fewer workloads
+		tgts="" wls=""
+		case " $TARGETS " in *" lio "*) tgts=lio ;; esac
+		for w in $WORKLOADS; do
+			case " $MC_WORKLOADS " in *" $w "*) wls="$wls $w" ;; esac
+		done
+		[ -n "$tgts" ] && [ -n "$wls" ] \
+			|| side_fail "$side" "nothing to run: it runs only on lio and [$MC_WORKLOADS]"
+	fi
+	for t in $tgts; do
+		[ -n "${FAILED[$side]:-}" ] && break
 		case $t in
-		lio) workloads "$side" "$r" lio $IQN_LIO $PORTAL_LIO || break ;;
-		tgt) workloads "$side" "$r" tgt $IQN_TGT $PORTAL_TGT || break ;;
+		# shellcheck disable=SC2086 # word splitting of the workload list
+		lio) workloads "$side" "$r" lio $IQN_LIO $PORTAL_LIO $wls || break ;;
+		# shellcheck disable=SC2086
+		tgt) workloads "$side" "$r" tgt $IQN_TGT $PORTAL_TGT $wls || break ;;
 		*) side_fail "$side" "unknown target $t (want lio or tgt)"; break ;;
 		esac
 	done
-	[ -z "${FAILED[$side]:-}" ] && [ "$NLOGIN" -gt 0 ] && login_scaling "$side" "$r"
+	# login scaling: the single-connection sides only
+	[ -z "${FAILED[$side]:-}" ] && [ "$NLOGIN" -gt 0 ] && [ "$(conns_of "$side")" = 1 ] \
+		&& login_scaling "$side" "$r"
 	side_down "$side" >/tmp/bench-why 2>&1
 	if [ -s /tmp/bench-why ] && [ -z "${FAILED[$side]:-}" ]; then
 		side_fail "$side" "teardown: $(tr '\n' ' ' </tmp/bench-why)"
@@ -305,9 +424,11 @@ modprobe -a scsi_mod sd_mod 2>/dev/null
 	echo "cpus $(nproc)"
 	echo "fio $(fio --version)"
 	echo "open-iscsi $($SYS_ADM --version 2>/dev/null)"
-	echo "settings rounds=$ROUNDS runtime=$RUNTIME login_targets=$NLOGIN disk_mb=$DISK_MB"
+	echo "settings rounds=$ROUNDS runtime=$RUNTIME login_targets=$NLOGIN disk_mb=$DISK_MB lio_maxconnections=$LIO_MAXCONN"
 } >"$VM_OUT/env.txt"
-case " $TARGETS " in *" lio "*) lio_ramdisk $IQN_LIO "$DISK_MB" portal=$PORTAL_LIO ;; esac
+lio_params=(portal=$PORTAL_LIO)
+[ "$LIO_MAXCONN" -gt 1 ] && lio_params+=("MaxConnections=$LIO_MAXCONN")
+case " $TARGETS " in *" lio "*) lio_ramdisk $IQN_LIO "$DISK_MB" "${lio_params[@]}" ;; esac
 case " $TARGETS " in *" tgt "*) tgt_file $IQN_TGT "$DISK_MB" portal=$PORTAL_TGT ;; esac
 for ((i = 1; i <= NLOGIN; i++)); do
 	lio_ramdisk "$IQN_LOGIN-$(printf %02d $i)" 1 portal=$PORTAL_LOGIN

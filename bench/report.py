@@ -5,10 +5,17 @@ Raw files (written by bench/guest.sh into one directory):
   r<R>-<side>-<target>-<workload>.stat   two "cpu ..." lines of /proc/stat, before and after fio
   r<R>-<side>-login.txt                  "targets=N login_s=S logout_s=S"
   r<R>-<side>-<target>-session.txt       iscsiadm -m session -P 3 (negotiated parameters)
+  r<R>-<side>-<target>-connections.txt   multi-connection sides: "want=N have=N sid=S cids=0,1"
+  r<R>-<side>-<target>-<workload>.conns  multi-connection sides: GET_STATS of every connection
+                                         before and after fio ("before|after cid=C name=value...")
 
 Metric names: "<target>.<workload>.<measure>" (measures in MEASURES) and "login_<N>.<login_s|
 logout_s>". A ratio > 1 always means ours is better: ours/inkernel where higher is better
 (bandwidth, IOPS), inkernel/ours where lower is better (latency, CPU cost, wall time).
+
+The multi-connection sides (MC_SIDES: our initiator with node.session.iscsi.MaxConnections=N)
+run only MC_WORKLOADS against LIO; their values sit in the same metrics under their own keys
+("ours_mc2", "ours_mc2_range", "ours_mc2_ratio": again against the in-kernel initiator).
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SIDES = ("inkernel", "ours")
+SIDES = ("inkernel", "ours", "ours_mc2", "ours_mc4")
+# side -> connections per session; these sides run MC_WORKLOADS on the lio target only
+MC_SIDES = {"ours_mc2": 2, "ours_mc4": 4}
 DASH = "\u2013"  # en dash: "no value" and ranges in the Markdown table
 USER_HZ = 100  # /proc/stat ticks per second on x86-64 Linux
 HIGHER_IS_BETTER = frozenset({"bw_MiBps", "iops"})
@@ -46,11 +55,18 @@ WORKLOADS = (
     "randwrite_4k_qd32",
     "randrw70_64k_qd16",
 )
+MC_WORKLOADS = ("seqread_1m_qd8", "seqwrite_1m_qd8", "randread_4k_qd32", "randwrite_4k_qd32")
+MC_TARGET = "lio"
 TARGETS = ("lio", "tgt")
 
-_FIO_NAME = re.compile(r"^r(\d+)-(inkernel|ours)-([a-z0-9]+)-([a-z0-9_]+)\.json$")
-_LOGIN_NAME = re.compile(r"^r(\d+)-(inkernel|ours)-login\.txt$")
-_SESSION_NAME = re.compile(r"^r(\d+)-(inkernel|ours)-([a-z0-9]+)-session\.txt$")
+_SIDE = "(" + "|".join(sorted(SIDES, key=len, reverse=True)) + ")"
+_FIO_NAME = re.compile(rf"^r(\d+)-{_SIDE}-([a-z0-9]+)-([a-z0-9_]+)\.json$")
+_LOGIN_NAME = re.compile(rf"^r(\d+)-{_SIDE}-login\.txt$")
+_SESSION_NAME = re.compile(rf"^r(\d+)-{_SIDE}-([a-z0-9]+)-session\.txt$")
+_CONNS_NAME = re.compile(rf"^r(\d+)-{_SIDE}-([a-z0-9]+)-([a-z0-9_]+)\.conns$")
+_CONNECTIONS_NAME = re.compile(rf"^r(\d+)-{_SIDE}-([a-z0-9]+)-connections\.txt$")
+# the GET_STATS counter that counts SCSI commands sent on a connection
+CMD_COUNTER = "scsicmd_pdus"
 
 
 class BenchError(Exception):
@@ -114,12 +130,17 @@ def fio_metrics(
 
 @dataclass
 class Samples:
-    """Every sample of every metric, per side, in round order; and what each side negotiated."""
+    """Every sample of every metric, per side, in round order; what each side negotiated; for
+    the multi-connection sides, the connections each round's session had ("side.target" ->
+    [(round, have, want)]) and the SCSI commands each connection carried during each workload
+    ("side.target.workload" -> [(round, {cid: commands})])."""
 
     values: dict[str, dict[str, list[float]]] = field(
         default_factory=lambda: defaultdict(lambda: {s: [] for s in SIDES})
     )
     negotiated: dict[str, dict[str, str]] = field(default_factory=dict)
+    connections: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict)
+    conn_cmds: dict[str, list[tuple[int, dict[int, int]]]] = field(default_factory=dict)
 
     def add(self, metric: str, side: str, value: float) -> None:
         self.values[metric][side].append(value)
@@ -155,7 +176,45 @@ def load_raw(raw: Path) -> Samples:
         elif m := _SESSION_NAME.match(p.name):
             _, side, target = m.groups()
             s.negotiated.setdefault(f"{side}.{target}", parse_negotiated(p.read_text()))
+        elif m := _CONNECTIONS_NAME.match(p.name):
+            r, side, target = m.groups()
+            kv = dict(f.split("=", 1) for f in p.read_text().split() if "=" in f)
+            try:
+                have, want = int(kv["have"]), int(kv["want"])
+            except (KeyError, ValueError) as e:
+                raise BenchError(f"{p}: want 'want=N have=N ...' ({e!r})") from None
+            s.connections.setdefault(f"{side}.{target}", []).append((int(r), have, want))
+        elif m := _CONNS_NAME.match(p.name):
+            r, side, target, workload = m.groups()
+            cmds = conn_commands(p.read_text(), str(p))
+            s.conn_cmds.setdefault(f"{side}.{target}.{workload}", []).append((int(r), cmds))
+    # by round number: r10 sorts before r2 by name
+    for seen in s.connections.values():
+        seen.sort(key=lambda t: t[0])
+    for carried in s.conn_cmds.values():
+        carried.sort(key=lambda t: t[0])
     return s
+
+
+def conn_commands(text: str, where: str = "conns") -> dict[int, int]:
+    """cid -> SCSI commands sent on that connection between the "before" and "after" GET_STATS
+    snapshots (lines "before|after cid=C scsicmd_pdus=N ..."). A connection with no "before"
+    line (added during the workload) counts from 0."""
+    snap: dict[str, dict[int, int]] = {"before": {}, "after": {}}
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] not in snap:
+            raise BenchError(f"{where}: want 'before|after cid=C name=value...', got {line!r}")
+        kv = dict(w.split("=", 1) for w in words[1:] if "=" in w)
+        try:
+            snap[words[0]][int(kv["cid"])] = int(kv[CMD_COUNTER])
+        except (KeyError, ValueError) as e:
+            raise BenchError(f"{where}: no cid or {CMD_COUNTER} in {line!r} ({e!r})") from None
+    if not snap["after"]:
+        raise BenchError(f"{where}: no 'after' snapshot of the connections")
+    return {c: n - snap["before"].get(c, 0) for c, n in sorted(snap["after"].items())}
 
 
 def parse_negotiated(text: str) -> dict[str, str]:
@@ -199,7 +258,9 @@ def metric_order(metric: str) -> tuple[int, int, int, str]:
 
 
 def summarise(samples: Samples) -> dict[str, dict[str, Any]]:
-    """metric -> {"ours", "inkernel", "ratio", "ours_range", "inkernel_range"} (None if absent)."""
+    """metric -> {"ours", "inkernel", "ratio", "ours_range", "inkernel_range"} (None if absent),
+    plus "<mc side>", "<mc side>_range", "<mc side>_ratio" (against in-kernel) for each
+    multi-connection side that measured the metric."""
     out: dict[str, dict[str, Any]] = {}
     for metric in sorted(samples.values, key=metric_order):
         entry: dict[str, Any] = {}
@@ -210,10 +271,26 @@ def summarise(samples: Samples) -> dict[str, dict[str, Any]]:
             entry[side] = _round(med[side]) if med[side] is not None else None
             entry[f"{side}_range"] = [_round(min(vals)), _round(max(vals))] if vals else None
         entry["ratio"] = ratio(metric, med["ours"], med["inkernel"])
-        out[metric] = {
-            k: entry[k] for k in ("ours", "inkernel", "ratio", "ours_range", "inkernel_range")
-        }
+        keys = ["ours", "inkernel", "ratio", "ours_range", "inkernel_range"]
+        for side in MC_SIDES:
+            if med[side] is not None:
+                entry[f"{side}_ratio"] = ratio(metric, med[side], med["inkernel"])
+                keys += [side, f"{side}_range", f"{side}_ratio"]
+        out[metric] = {k: entry[k] for k in keys}
     return out
+
+
+def ratio_bars(results: dict[str, dict[str, Any]]) -> list[tuple[str, float]]:
+    """The chart's bars in table order: each metric's ratio, then "<metric> (N conns)" for each
+    multi-connection side that has one (all against in-kernel)."""
+    bars: list[tuple[str, float]] = []
+    for metric, e in results.items():
+        if e["ratio"] is not None:
+            bars.append((metric, e["ratio"]))
+        for side, n in MC_SIDES.items():
+            if e.get(f"{side}_ratio") is not None:
+                bars.append((f"{metric} ({n} conns)", e[f"{side}_ratio"]))
+    return bars
 
 
 def ratio(metric: str, ours: float | None, inkernel: float | None) -> float | None:
@@ -242,14 +319,113 @@ def _cell(med: float | None, rng: list[float] | None) -> str:
     return f"{_fmt(med)} ({_fmt(rng[0])}{DASH}{_fmt(rng[1])})"
 
 
+def side_label(side: str) -> str:
+    return f"ours {MC_SIDES[side]} conns" if side in MC_SIDES else side
+
+
+def _ratio_cell(r: float | None) -> str:
+    return DASH if r is None else f"**{r:.2f}**"
+
+
+def mc_markdown(
+    results: dict[str, dict[str, Any]],
+    connections: dict[str, list[tuple[int, int, int]]],
+    conn_cmds: dict[str, list[tuple[int, dict[int, int]]]],
+) -> list[str]:
+    """The multi-connection section: its table beside in-kernel and ours, the connections each
+    session had, the SCSI commands each connection carried. [] when no such side ran."""
+    sides = [
+        s
+        for s in MC_SIDES
+        if any(s in e for e in results.values()) or any(k.startswith(f"{s}.") for k in connections)
+    ]
+    if not sides:
+        return []
+    lines = [
+        "",
+        "## Multi-connection sessions (MC/S)",
+        "",
+        "Our initiator with `node.session.iscsi.MaxConnections=N` set on the node record before "
+        "login: one session, N TCP connections to the same LIO portal (its TPG's MaxConnections "
+        "raised to the largest N; the in-kernel initiator and `ours` propose 1 and get one). "
+        "Same boot, same rounds, sides alternating. Medians, min\u2013max in parentheses; "
+        "each ratio is against in-kernel (> 1: ours better). Goal (issue 11): \u2265 1.3 on the "
+        "4 KiB QD32 rows with 2 or more connections.",
+        "",
+    ]
+    for side in sides:
+        seen = [
+            (r, have, want)
+            for key, v in sorted(connections.items())
+            if key.startswith(f"{side}.")
+            for r, have, want in v
+        ]
+        if seen:
+            rounds = ", ".join(f"round {r}: {have}" for r, have, _ in seen)
+            lines.append(
+                f"- {side_label(side)}: MaxConnections={seen[0][2]}; connections in sysfs after "
+                f"login: {rounds}"
+            )
+    lines += [
+        "",
+        "| metric | unit | in-kernel | ours | ratio |"
+        + "".join(f" {side_label(s)} | ratio |" for s in sides),
+        "|---|---|---:|---:|---:|" + "---:|---:|" * len(sides),
+    ]
+    for metric, e in results.items():
+        if not any(s in e for s in sides):
+            continue
+        unit = UNITS.get(metric.rsplit(".", 1)[-1], "")
+        row = (
+            f"| {metric} | {unit} | {_cell(e['inkernel'], e['inkernel_range'])} "
+            f"| {_cell(e['ours'], e['ours_range'])} | {_ratio_cell(e['ratio'])} |"
+        )
+        for s in sides:
+            cell = _cell(e.get(s), e.get(f"{s}_range"))
+            row += f" {cell} | {_ratio_cell(e.get(f'{s}_ratio'))} |"
+        lines.append(row)
+    rows = [
+        (side, key.split(".", 1)[1], r, cmds)
+        for side in sides
+        for key, v in conn_cmds.items()
+        if key.startswith(f"{side}.")
+        for r, cmds in v
+    ]
+    if rows:
+        lines += [
+            "",
+            "SCSI commands each connection carried during each workload (GET_STATS "
+            f"`{CMD_COUNTER}` of every connection, after fio minus before):",
+            "",
+            "| side | workload | round | commands per connection |",
+            "|---|---|---:|---|",
+        ]
+        for side, wl, r, cmds in sorted(
+            rows, key=lambda t: (sides.index(t[0]), metric_order(f"{t[1]}.x"), t[2])
+        ):
+            total = sum(cmds.values())
+            cells = ", ".join(
+                f"cid {c}: {n}" + (f" ({100 * n / total:.0f}%)" if total > 0 else "")
+                for c, n in cmds.items()
+            )
+            idle = [str(c) for c, n in cmds.items() if n <= 0]
+            if idle:
+                cells += f" **idle: cid {', '.join(idle)}**"
+            lines.append(f"| {side_label(side)} | {wl} | {r} | {cells} |")
+    return lines
+
+
 def markdown(
     results: dict[str, dict[str, Any]],
     *,
     header: list[str],
     failures: dict[str, str],
     negotiated: dict[str, dict[str, str]],
+    connections: dict[str, list[tuple[int, int, int]]] | None = None,
+    conn_cmds: dict[str, list[tuple[int, dict[int, int]]]] | None = None,
 ) -> str:
-    """The Markdown report: settings, failures, the table, what each side negotiated."""
+    """The Markdown report: settings, failures, the table, what each side negotiated, then the
+    multi-connection section (when such a side ran)."""
     lines = ["# pyiscsi vs the in-kernel Linux initiator", ""]
     lines += header
     lines.append("")
@@ -278,5 +454,6 @@ def markdown(
         lines.append("|---|" + "---|" * len(cols))
         for k in keys:
             lines.append(f"| {k} | " + " | ".join(negotiated[c].get(k, DASH) for c in cols) + " |")
+    lines += mc_markdown(results, connections or {}, conn_cmds or {})
     lines.append("")
     return "\n".join(lines)

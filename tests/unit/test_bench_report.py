@@ -174,7 +174,8 @@ def test_builtin_png_is_a_valid_rgb_image() -> None:
 def test_settings_quick_full_and_errors() -> None:
     q = bench.settings_from_env({"BENCH_QUICK": "1"})
     assert (q.rounds, q.runtime, q.login_targets) == (1, 5, 8)
-    assert q.sides == ("inkernel", "ours") and q.targets == ("lio", "tgt")
+    assert q.sides == ("inkernel", "ours", "ours_mc2", "ours_mc4")
+    assert q.targets == ("lio", "tgt")
     f = bench.settings_from_env({"BENCH_SIDES": "inkernel", "BENCH_ROUNDS": "2"})
     assert (f.rounds, f.runtime, f.login_targets, f.sides) == (2, 20, 32, ("inkernel",))
     assert "BENCH_SIDES=inkernel" in f.guest_args() and "BENCH_PERF=0" in f.guest_args()
@@ -193,3 +194,135 @@ def test_read_status(tmp_path: Path) -> None:
     )
     assert bench.read_status(tmp_path) == ({"ours": "login to iqn.x failed: exit 8"}, True)
     assert bench.read_status(tmp_path / "none") == ({}, False)
+
+
+def write_mc_round(raw: Path, r: int, side: str, iops: float, cmds: dict[int, int]) -> None:
+    fio = fio_json((4096 * 1000, int(iops * 4096), iops, 500e3, 900e3, 1000))
+    (raw / f"r{r}-{side}-lio-randread_4k_qd32.json").write_text(json.dumps(fio))
+    (raw / f"r{r}-{side}-lio-randread_4k_qd32.stat").write_text(STAT)
+    before = "".join(f"before cid={c} scsicmd_pdus=10 datain_pdus=5\n" for c in cmds)
+    after = "".join(f"after cid={c} scsicmd_pdus={10 + n} datain_pdus=9\n" for c, n in cmds.items())
+    (raw / f"r{r}-{side}-lio-randread_4k_qd32.conns").write_text(before + after)
+    n = len(cmds)
+    cids = ",".join(map(str, cmds))
+    (raw / f"r{r}-{side}-lio-connections.txt").write_text(f"want={n} have={n} sid=3 cids={cids}\n")
+
+
+def test_mc_sides_beside_the_single_connection_ones(tmp_path: Path) -> None:
+    for r, (ik, ours, mc2, mc4) in enumerate(
+        [(100.0, 110.0, 140.0, 150.0), (120, 100, 160, 170)], 1
+    ):
+        for side, v in (("inkernel", ik), ("ours", ours)):
+            fio = fio_json((4096 * 1000, int(v * 4096), v, 500e3, 900e3, 1000))
+            (tmp_path / f"r{r}-{side}-lio-randread_4k_qd32.json").write_text(json.dumps(fio))
+            (tmp_path / f"r{r}-{side}-lio-randread_4k_qd32.stat").write_text(STAT)
+        write_mc_round(tmp_path, r, "ours_mc2", mc2, {0: 500, 1: 480 + r})
+        write_mc_round(tmp_path, r, "ours_mc4", mc4, {0: 300, 1: 0, 2: 250, 3: 260})
+    write_round(tmp_path, 1, "inkernel", 100.0, 1.0)  # a metric the mc sides do not measure
+    s = report.load_raw(tmp_path)
+    assert s.connections == {"ours_mc2.lio": [(1, 2, 2), (2, 2, 2)],
+                             "ours_mc4.lio": [(1, 4, 4), (2, 4, 4)]}  # fmt: skip
+    assert s.conn_cmds["ours_mc2.lio.randread_4k_qd32"] == [(1, {0: 500, 1: 481}),
+                                                            (2, {0: 500, 1: 482})]  # fmt: skip
+    res = report.summarise(s)
+    e = res["lio.randread_4k_qd32.iops"]
+    assert e == {
+        "ours": 105.0,
+        "inkernel": 110.0,
+        "ratio": 0.955,
+        "ours_range": [100.0, 110.0],
+        "inkernel_range": [100.0, 120.0],
+        "ours_mc2": 150.0,
+        "ours_mc2_range": [140.0, 160.0],
+        "ours_mc2_ratio": 1.364,
+        "ours_mc4": 160.0,
+        "ours_mc4_range": [150.0, 170.0],
+        "ours_mc4_ratio": 1.455,
+    }
+    # the single-connection metrics keep exactly their keys
+    assert set(res["lio.randread_4k_qd1.iops"]) == {
+        "ours", "inkernel", "ratio", "ours_range", "inkernel_range"}  # fmt: skip
+    assert ("lio.randread_4k_qd32.iops (2 conns)", 1.364) in report.ratio_bars(res)
+    names = [b[0] for b in report.ratio_bars(res)]
+    assert names.index("lio.randread_4k_qd32.iops") + 1 == names.index(
+        "lio.randread_4k_qd32.iops (2 conns)"
+    )
+    md = report.markdown(res, header=["H"], failures={}, negotiated={},
+                         connections=s.connections, conn_cmds=s.conn_cmds)  # fmt: skip
+    lines = md.splitlines()
+    # the single-connection table is unchanged
+    assert "| metric | unit | in-kernel | ours | ratio |" in lines
+    assert (
+        "| lio.randread_4k_qd32.iops | IOPS | 110 (100\u2013120) | 105 (100\u2013110) | **0.95** |"
+        in lines
+    )
+    assert "## Multi-connection sessions (MC/S)" in lines
+    assert (
+        "| metric | unit | in-kernel | ours | ratio | ours 2 conns | ratio | ours 4 conns | ratio |"
+        in lines
+    )
+    assert (
+        "| lio.randread_4k_qd32.iops | IOPS | 110 (100\u2013120) | 105 (100\u2013110) | **0.95** "
+        "| 150 (140\u2013160) | **1.36** | 160 (150\u2013170) | **1.46** |" in lines
+    )
+    assert not any(ln.startswith("| lio.randread_4k_qd1.iops |") and "conns" in ln for ln in lines)
+    assert "- ours 2 conns: MaxConnections=2; connections in sysfs after login: round 1: 2, " \
+        "round 2: 2" in lines  # fmt: skip
+    assert (
+        "| ours 2 conns | lio.randread_4k_qd32 | 1 | cid 0: 500 (51%), cid 1: 481 (49%) |" in lines
+    )
+    assert any(ln.startswith("| ours 4 conns | lio.randread_4k_qd32 | 2 |")
+               and ln.endswith("**idle: cid 1** |") for ln in lines)  # fmt: skip
+
+
+def test_no_mc_side_no_mc_section(tmp_path: Path) -> None:
+    write_round(tmp_path, 1, "inkernel", 100.0, 1.0)
+    s = report.load_raw(tmp_path)
+    md = report.markdown(report.summarise(s), header=[], failures={}, negotiated={},
+                         connections=s.connections, conn_cmds=s.conn_cmds)  # fmt: skip
+    assert "Multi-connection" not in md
+
+
+def test_conn_commands_parsing() -> None:
+    text = "before cid=0 scsicmd_pdus=7\nafter cid=0 scsicmd_pdus=17\nafter cid=1 scsicmd_pdus=4\n"
+    assert report.conn_commands(text) == {0: 10, 1: 4}
+    with pytest.raises(report.BenchError, match="no 'after'"):
+        report.conn_commands("before cid=0 scsicmd_pdus=7\n")
+    with pytest.raises(report.BenchError, match="no cid or scsicmd_pdus"):
+        report.conn_commands("after cid=0 datain_pdus=7\n")
+    with pytest.raises(report.BenchError, match="want 'before"):
+        report.conn_commands("connstats: GET_STATS failed\n")
+
+
+def test_settings_mc_sides_need_lio_and_their_workloads() -> None:
+    t = bench.settings_from_env({"BENCH_TARGETS": "tgt"})
+    assert t.sides == ("inkernel", "ours")  # dropped by default
+    w = bench.settings_from_env({"BENCH_WORKLOADS": "randread_4k_qd1"})
+    assert w.sides == ("inkernel", "ours")
+    with pytest.raises(bench.SettingsError, match="ours_mc2 run only on the lio target"):
+        bench.settings_from_env({"BENCH_SIDES": "ours ours_mc2", "BENCH_TARGETS": "tgt"})
+    m = bench.settings_from_env({"BENCH_SIDES": "ours_mc4", "BENCH_WORKLOADS": "randread_4k_qd1 "
+                                 "randread_4k_qd32"})  # fmt: skip
+    assert m.sides == ("ours_mc4",) and m.mc_workloads() == ("randread_4k_qd32",)
+    assert "BENCH_SIDES=ours_mc4" in m.guest_args()
+    # a multi-connection side costs less VM time than a single-connection one
+    one = bench.settings_from_env({"BENCH_SIDES": "ours"}).vm_timeout()
+    mc = bench.settings_from_env({"BENCH_SIDES": "ours_mc2"}).vm_timeout()
+    both = bench.settings_from_env({"BENCH_SIDES": "ours ours_mc2"}).vm_timeout()
+    assert mc < one < both
+    assert bench.uses_our_modules("ours_mc2") and not bench.uses_our_modules("inkernel")
+
+
+def test_guest_script_agrees_with_report() -> None:
+    """bench/guest.sh and bench/report.py name the same sides and workloads."""
+    text = (BENCH / "guest.sh").read_text()
+
+    def words(var: str) -> list[str]:
+        start = text.index(f'{var}="') + len(var) + 2
+        return text[start : text.index('"', start)].split()
+
+    assert words("MC_WORKLOADS") == list(report.MC_WORKLOADS)
+    assert words("WL_ORDER") == list(report.WORKLOADS)
+    assert "SIDES=${BENCH_SIDES:-" + " ".join(report.SIDES) + "}" in text
+    for side, n in report.MC_SIDES.items():
+        assert side == f"ours_mc{n}"
