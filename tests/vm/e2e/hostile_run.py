@@ -137,6 +137,8 @@ class Io:
     def _io(self) -> str:
         if self.kind == "fuzz":
             return self._fuzz_io()
+        if self.kind == "mcs":
+            return self._parallel_io()
         if self.kind == "after":
             fd = os.open(self.dev, os.O_RDONLY | os.O_DIRECT)
             try:
@@ -185,6 +187,36 @@ class Io:
             return "ok"
         finally:
             os.close(fd)
+
+    def _parallel_io(self, threads: int = 8, ops: int = 4) -> str:
+        """`threads` writers at once, each writing 64 KiB blocks of its own and reading each
+        back: commands on every connection of the session, the window full."""
+        outcomes: list[str] = []
+
+        def worker(t: int) -> None:
+            fd = os.open(self.dev, os.O_RDWR | os.O_DIRECT)
+            try:
+                for i in range(ops):
+                    off = (H.TRIGGER_LBA + (t * ops + i) * 128) * H.SECTOR
+                    data = os.urandom(H.IO_BYTES)
+                    wbuf = mmap.mmap(-1, H.IO_BYTES)
+                    wbuf.write(data)
+                    n = os.pwritev(fd, [wbuf], off)
+                    out = read_check(fd, off, data) if n == H.IO_BYTES else f"short: {n}"
+                    if out != "ok":
+                        outcomes.append(out)
+                        return
+            except OSError as e:
+                outcomes.append(f"error: {errno.errorcode.get(e.errno or 0, e.errno)}")
+            finally:
+                os.close(fd)
+
+        workers = [threading.Thread(target=worker, args=(t,)) for t in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return outcomes[0] if outcomes else "ok"
 
 
 def read_check(fd: int, off: int, expect: bytes) -> str:
@@ -242,18 +274,21 @@ def iscsid_alive() -> bool:
 
 
 def run_one(name: str, target: H.Target, kmsg: Kmsg, io_kind: str, digests: bool,
-            recover: bool, port: int, mcs: bool = False) -> dict[str, object]:  # fmt: skip
+            recover: bool, port: int, conns: int = 0) -> dict[str, object]:  # fmt: skip
+    """One case; `conns`: the connections the session must have (MC/S cases), 0 for any."""
     iqn = f"{IQN}:{name.replace('_', '-')}"
     portal = f"127.0.0.1:{port}"
     r: dict[str, object] = {"case": name}
     rc, out, _ = adm("-m", "node", "-o", "new", "-T", iqn, "-p", portal)
     if rc:
         raise SystemExit(f"-o new: {out}")
-    set_node(iqn, portal, digests, mcs)
+    set_node(iqn, portal, digests, conns > 0)
     rc, out, secs = adm("-m", "node", "-T", iqn, "-p", portal, "--login", timeout=60)
     r["login_rc"] = rc
     s = session_of(iqn)
-    if mcs:  # the further connection failed alone: the leading one carries on
+    if conns:  # login2: the further connection failed alone, the leading one carries on
+        if conns > 1:
+            wait_for(lambda: connections_up(s) >= conns, 10)
         r["conns"] = connections_up(s)
     dev = disk_of(s, 15) if s is not None and rc == 0 else None
     r["disk"] = bool(dev)
@@ -302,8 +337,13 @@ def run_one(name: str, target: H.Target, kmsg: Kmsg, io_kind: str, digests: bool
         ok_io = False
     if recover:
         ok_io = r["io"] == "ok"
-    if mcs and (r["login_rc"] != 0 or r["conns"] != 1):
+    if conns and (r["login_rc"] != 0 or r["conns"] != conns):
         ok_io = False
+    if target.mcs:  # one CmdSN window over both connections, and both carried commands
+        r["cmds_per_conn"] = dict(target.cmds_per_conn)
+        r["violations"] = target.mcs_problems()[:5]
+        if r["io"] != "ok" or r["violations"] or len(target.cmds_per_conn) < conns:
+            ok_io = False
     r["ok"] = bool(ok_io and not r["dmesg_bad"] and r["iscsid"] and r["gone"]
                    and r["logout_rc"] in (0, 21))  # fmt: skip
     return r
@@ -319,8 +359,8 @@ def run_cases(names: list[str], out: Path, base_port: int) -> int:
         target = H.Target(case, port=port)
         t0 = time.monotonic()
         try:
-            r = run_one(name, target, kmsg, case.io, case.digests, case.recover, port,
-                        case.trigger == "login2")  # fmt: skip
+            conns = {"login2": 1, "mcs": 2}.get(case.trigger, 0)
+            r = run_one(name, target, kmsg, case.io, case.digests, case.recover, port, conns)
         finally:
             target.close()
         r["seconds"] = round(time.monotonic() - t0, 1)

@@ -8,6 +8,12 @@ and Logout, and misbehaves in one chosen way (`CASES`) on the first command that
 during the scan for the cases marked so. `Target(case)` serves on 127.0.0.1:PORT from threads;
 `hostile_run.py` drives the initiator against it.
 
+The MC/S cases (trigger "mcs") let the session have two connections and serve I/O on both with
+one session-wide CmdSN window: ExpCmdSN advances over the CmdSNs received on either connection,
+and every command is checked against it (`Target.mcs_received`): a CmdSN beyond the MaxCmdSN
+the target announced, one used twice, or one never sent (a hole the target would wait on for
+ever) is a violation of RFC 7143 4.2.2.1 that `mcs_problems` reports.
+
 The fuzz mode (`Target(fuzz=Fuzzer(seed, rate))`) sends every full-feature PDU through the
 fuzzer, which mutates some of them at random (header bit flips, length fields, tags, sequence
 numbers, truncation) from a seed, so that a failing run can be replayed by its number.
@@ -51,6 +57,11 @@ RSVD = P.RSVD_TAG
 IQN = "iqn.2026-12.test:hostile"
 
 GOOD, CHECK_CONDITION = 0x00, 0x02
+
+
+def serial_gt(a: int, b: int) -> bool:
+    """a > b in 32-bit serial number arithmetic (RFC 1982)."""
+    return 0 < (a - b) & RSVD < 1 << 31
 
 
 def pattern(lba: int, sectors: int) -> bytes:
@@ -205,6 +216,12 @@ class Conn:
         statsn = self.statsn
         if advance:
             self.statsn += 1
+        if self.t.mcs:
+            exp, mx = self.t.mcs_window()
+            stale = self.t.mcs_stale()
+            if stale and self.t.hook("mcs", self, None):
+                exp, mx = stale
+            return {"statsn": statsn & RSVD, "exp_cmdsn": exp & RSVD, "max_cmdsn": mx & RSVD}
         window = self.t.case.window if self.t.case else WINDOW
         max_cmdsn = self.exp_cmdsn - 1 if self.window_closed else self.exp_cmdsn + window - 1
         return {"statsn": statsn & RSVD, "exp_cmdsn": self.exp_cmdsn & RSVD,
@@ -265,12 +282,19 @@ class Conn:
             if final:
                 self.tsih = (req.tsih or self.t.new_tsih()) + self.rsp_tsih_delta
                 self.exp_cmdsn = req.cmdsn
+                if req.tsih:  # the session's values, negotiated by its leading login
+                    self.max_r2t, self.max_burst = self.t.session_values
+                else:
+                    self.t.session_values = (self.max_r2t, self.max_burst)
             isid = bytes(b ^ 0x5A for b in req.isid) if self.rsp_isid_flip else req.isid
+            exp = req.cmdsn
+            mx = req.cmdsn + (self.t.case.window if self.t.case else WINDOW) - 1
+            if self.t.mcs and (final or req.tsih):  # the session's window from here on
+                exp, mx = self.t.mcs_window(start=None if req.tsih else req.cmdsn)
             self.io.send(P.LoginResponse(
                 itt=req.itt, isid=isid, csg=req.csg, transit=req.transit,
                 nsg=req.nsg if req.transit else 0, tsih=self.tsih if final else 0,
-                statsn=self.statsn, exp_cmdsn=req.cmdsn,
-                max_cmdsn=req.cmdsn + (self.t.case.window if self.t.case else WINDOW) - 1,
+                statsn=self.statsn, exp_cmdsn=exp & RSVD, max_cmdsn=mx & RSVD,
                 data=encode_text(out)))  # fmt: skip
             if final:
                 self.statsn += 1
@@ -284,7 +308,7 @@ class Conn:
         if csg != P.Stage.OPERATIONAL:
             return None
         burst = self.t.case.max_burst if self.t.case else MAX_BURST
-        mcs = "2" if self.t.case and self.t.case.trigger == "login2" else "1"
+        mcs = "2" if self.t.case and self.t.case.trigger in ("login2", "mcs") else "1"
         fixed = {"InitialR2T": "Yes", "ImmediateData": "No", "MaxBurstLength": str(burst),
                  "FirstBurstLength": "8192", "MaxOutstandingR2T": str(MAX_R2T),
                  "ErrorRecoveryLevel": "0", "MaxConnections": mcs}  # fmt: skip
@@ -332,6 +356,8 @@ class Conn:
         if not pdu.immediate and isinstance(pdu, (P.ScsiCommand, P.TaskMgmtRequest,
                                                   P.LogoutRequest, P.TextRequest)):  # fmt: skip
             self.exp_cmdsn = pdu.cmdsn + 1
+            if self.t.mcs:
+                self.t.mcs_received(self, pdu)
         if isinstance(pdu, P.NopOut):
             if pdu.itt != RSVD:
                 self.send(P.NopIn(itt=pdu.itt, ttt=RSVD, data=pdu.data, **self.sn()))
@@ -342,6 +368,8 @@ class Conn:
         elif isinstance(pdu, P.TaskMgmtRequest):
             self.t.note(f"tmf {pdu.function} ref_itt={pdu.ref_itt:#x}")
             self.writes.pop(pdu.ref_itt, None)
+            if self.t.mcs:
+                self.t.mcs_finished(self, pdu.ref_itt)
             if not self.t.hook("tmf", self, pdu):
                 self.send(P.TaskMgmtResponse(itt=pdu.itt, response=0, **self.sn()))
         elif isinstance(pdu, P.LogoutRequest):
@@ -377,11 +405,18 @@ class Conn:
 
     def respond(self, cmd: P.ScsiCommand, status: int, sense: bytes = b"", **kw: object) -> None:
         data = struct.pack(">H", len(sense)) + sense if sense else b""
+        self.answered(cmd.itt)
         self.send(P.ScsiResponse(itt=cmd.itt, status=status, data=data, **kw, **self.sn()))  # type: ignore[arg-type]
         self.finished(cmd.itt)
 
+    def answered(self, itt: int) -> None:
+        """The status of `itt` goes out next: the window (MC/S cases) may move with it."""
+        if self.t.mcs:
+            self.t.mcs_finished(self, itt)
+
     def finished(self, itt: int) -> None:
         self.done_itts = [*self.done_itts, itt][-16:]
+        self.answered(itt)
 
     def read_reply(self, cmd: P.ScsiCommand, data: bytes, seg: int = SEG) -> None:
         """Data-In PDUs of `seg` bytes, the status in the last one (GOOD, underflow as due)."""
@@ -397,6 +432,7 @@ class Conn:
             chunk = data[off : off + seg]
             kw: dict[str, object] = {}
             if last:
+                self.answered(cmd.itt)
                 kw = {"final": True, "status_present": True, "status": GOOD, **self.sn()}
                 if len(data) < want:
                     kw.update(underflow=True, residual_count=want - len(data))
@@ -453,6 +489,7 @@ class Conn:
         if self.t.hook("write_status", self, w):
             return
         self.t.disk[w.lba * SECTOR : w.lba * SECTOR + w.length] = w.buf
+        self.answered(w.itt)
         self.send(P.ScsiResponse(itt=w.itt, status=GOOD, **self.sn()))
         self.finished(w.itt)
 
@@ -486,6 +523,16 @@ class Target:
         self.disk = bytearray(b"".join(pattern(lba, 256) for lba in range(0, DISK_SECTORS, 256)))
         self._tsih = 0
         self.conns: list[Conn] = []
+        self.session_values = (1, 262144)  # MaxOutstandingR2T, MaxBurstLength of the session
+        # the MC/S cases: the session's CmdSN window, shared by its connections
+        self.mcs = bool(case and case.trigger == "mcs")
+        self.s_exp: int | None = None  # ExpCmdSN: every CmdSN before it has arrived
+        self.s_max = 0  # the highest MaxCmdSN announced on any connection
+        self.s_ahead: set[int] = set()  # CmdSNs received beyond a hole
+        self.s_hist: list[tuple[int, int]] = []  # (ExpCmdSN, MaxCmdSN) as announced, newest last
+        self.s_open: dict[tuple[int, int], int] = {}  # (connection, ITT) -> CmdSN, not answered
+        self.cmds_per_conn: dict[int, int] = {}
+        self.violations: list[str] = []
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
@@ -505,6 +552,68 @@ class Target:
         with self.lock:
             self._tsih += 1
             return self._tsih
+
+    # -- the MC/S cases: one CmdSN window for the session ---------------------------------
+
+    def mcs_window(self, start: int | None = None) -> tuple[int, int]:
+        """(ExpCmdSN, MaxCmdSN) to announce now; `start`: the leading login's CmdSN."""
+        assert self.case is not None
+        with self.lock:
+            if start is not None or self.s_exp is None:  # a new session (or reinstatement)
+                self.s_exp = start if start is not None else 0
+                self.s_ahead.clear()
+                self.s_open.clear()
+                self.s_hist = []
+            exp = self.s_exp
+            # `window` commands from the oldest one not answered yet: the initiator cannot
+            # know of a larger MaxCmdSN before that command's answer has been sent
+            oldest = max(self.s_open.values(), key=lambda sn: exp - sn & RSVD, default=exp)
+            mx = oldest + self.case.window - 1 & RSVD
+            if not self.s_hist or serial_gt(mx, self.s_max):
+                self.s_max = mx
+            self.s_hist = [*self.s_hist[-7:], (exp, mx)]
+            return exp, mx
+
+    def mcs_stale(self) -> tuple[int, int] | None:
+        """A window announced four updates ago, if it is older than the current one."""
+        with self.lock:
+            if len(self.s_hist) < 5 or self.s_hist[-5][0] == self.s_hist[-1][0]:
+                return None
+            return self.s_hist[-5]
+
+    def mcs_received(self, c: Conn, pdu: P.Pdu) -> None:
+        """Account a non-immediate PDU's CmdSN against the session's window."""
+        sn = pdu.cmdsn  # type: ignore[attr-defined]
+        with self.lock:
+            if isinstance(pdu, P.ScsiCommand):
+                self.cmds_per_conn[c.index] = self.cmds_per_conn.get(c.index, 0) + 1
+                self.s_open[c.index, pdu.itt] = sn
+            exp = self.s_exp if self.s_exp is not None else sn
+            if serial_gt(sn, self.s_max):
+                self.violations.append(f"CmdSN {sn} on connection {c.index} beyond MaxCmdSN "
+                                       f"{self.s_max}")  # fmt: skip
+            if serial_gt(exp, sn) or sn in self.s_ahead:
+                self.violations.append(f"CmdSN {sn} on connection {c.index} used twice")
+                return
+            self.s_ahead.add(sn)
+            while exp in self.s_ahead:
+                self.s_ahead.discard(exp)
+                exp = exp + 1 & RSVD
+            self.s_exp = exp
+
+    def mcs_finished(self, c: Conn, itt: int) -> None:
+        """The command `itt` of connection `c` is answered (or aborted)."""
+        with self.lock:
+            self.s_open.pop((c.index, itt), None)
+
+    def mcs_problems(self) -> list[str]:
+        """The violations seen, and CmdSNs received beyond one that never came."""
+        with self.lock:
+            out = list(self.violations)
+            if self.s_ahead:
+                out.append(f"CmdSN {self.s_exp} never came; received after it: "
+                           f"{sorted(self.s_ahead)[:8]}")  # fmt: skip
+            return out
 
     def _accept(self) -> None:
         self.listener.settimeout(0.2)
@@ -609,12 +718,14 @@ def vpd(page: int) -> bytes | None:
 @dataclass
 class Case:
     """One misbehaviour: where it triggers (`read`, `write`, `write_status`, `scan`, `login`,
-    `tmf`, `login2`: the login of a further connection of a session the target lets have two),
-    what it does, and what a correct initiator must make of it.
+    `tmf`, `login2`: the login of a further connection of a session the target lets have two;
+    `mcs`: every status PDU of a session with two connections), what it does, and what a
+    correct initiator must make of it.
 
     `io`: the test's I/O ("read": 64 KiB at TRIGGER_LBA; "write": 64 KiB written there, then
-    read back); `recover`: the in-kernel initiator recovers from it, so ours must too (the I/O
-    completes with the right data, replacement_timeout 5); `persistent`: misbehave every time,
+    read back; "mcs": 8 threads at once, each writing 64 KiB blocks and reading them back);
+    `recover`: the in-kernel initiator recovers from it, so ours must too (the I/O completes
+    with the right data, replacement_timeout 5); `persistent`: misbehave every time,
     not only once; `digests`: log in with header and data digests on."""
 
     name: str
@@ -1100,6 +1211,16 @@ def a_login2_other_isid(c: Conn, req: object) -> bool:
     return False
 
 
+def a_mcs_window(c: Conn, _: object) -> bool:
+    """Both connections serve I/O under one window of 2 commands (the check is the point)."""
+    return False
+
+
+def a_mcs_stale(c: Conn, _: object) -> bool:
+    """The further connection's PDUs carry the ExpCmdSN/MaxCmdSN of four PDUs before."""
+    return c.index > 0
+
+
 CASES: dict[str, Case] = {
     c.name: c
     for c in [
@@ -1212,6 +1333,10 @@ CASES: dict[str, Case] = {
              doc="MC/S: a further connection refused: too many connections (0x0206)"),
         Case("login2_no_session", "login2", _login2_status(2, 10), recover=True,
              doc="MC/S: a further connection refused: session does not exist (0x020a)"),
+        Case("mcs_window", "mcs", a_mcs_window, io="mcs", window=2,
+             doc="MC/S: I/O on two connections, one session window of 2 commands"),
+        Case("mcs_window_stale", "mcs", a_mcs_stale, io="mcs", window=2, persistent=True,
+             doc="MC/S: the second connection announces an old ExpCmdSN/MaxCmdSN"),
     ]
 }  # fmt: skip
 
