@@ -359,7 +359,7 @@ def run_cases(names: list[str], out: Path, base_port: int) -> int:
         target = H.Target(case, port=port)
         t0 = time.monotonic()
         try:
-            conns = {"login2": 1, "mcs": 2}.get(case.trigger, 0)
+            conns = 1 if case.trigger == "login2" else case.conns if case.conns > 1 else 0
             r = run_one(name, target, kmsg, case.io, case.digests, case.recover, port, conns)
         finally:
             target.close()

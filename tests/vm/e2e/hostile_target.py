@@ -207,6 +207,7 @@ class Conn:
         self.rsp_tsih_delta = 0  # login2 cases: what a further connection's answer gets wrong
         self.rsp_isid_flip = False
         self.max_r2t = 1  # RFC 7143 defaults until negotiated
+        self.send_lock = threading.Lock()
         self.max_burst = 262144
 
     # -- sending ---------------------------------------------------------------------------
@@ -233,8 +234,9 @@ class Conn:
         self.sendraw(buf)
 
     def sendraw(self, buf: bytes) -> None:
-        self.sock.settimeout(60)
-        self.sock.sendall(buf)
+        with self.send_lock:  # another connection's case may send here too
+            self.sock.settimeout(60)
+            self.sock.sendall(buf)
 
     def raw_pdu(self, bhs: bytes | bytearray, data: bytes = b"", ahs: bytes = b"",
                 bad_hd: bool = False, bad_dd: bool = False) -> bytes:  # fmt: skip
@@ -308,7 +310,7 @@ class Conn:
         if csg != P.Stage.OPERATIONAL:
             return None
         burst = self.t.case.max_burst if self.t.case else MAX_BURST
-        mcs = "2" if self.t.case and self.t.case.trigger in ("login2", "mcs") else "1"
+        mcs = str(self.t.case.conns if self.t.case else 1)
         fixed = {"InitialR2T": "Yes", "ImmediateData": "No", "MaxBurstLength": str(burst),
                  "FirstBurstLength": "8192", "MaxOutstandingR2T": str(MAX_R2T),
                  "ErrorRecoveryLevel": "0", "MaxConnections": mcs}  # fmt: skip
@@ -525,7 +527,7 @@ class Target:
         self.conns: list[Conn] = []
         self.session_values = (1, 262144)  # MaxOutstandingR2T, MaxBurstLength of the session
         # the MC/S cases: the session's CmdSN window, shared by its connections
-        self.mcs = bool(case and case.trigger == "mcs")
+        self.mcs = bool(case and case.conns > 1 and case.trigger != "login2")
         self.s_exp: int | None = None  # ExpCmdSN: every CmdSN before it has arrived
         self.s_max = 0  # the highest MaxCmdSN announced on any connection
         self.s_ahead: set[int] = set()  # CmdSNs received beyond a hole
@@ -740,6 +742,7 @@ class Case:
     rcvbuf: int = 0  # SO_RCVBUF of the target's first socket (0: the default)
     kills_inkernel: bool = False  # the in-kernel initiator oopses: left out of its run
     window: int = WINDOW  # commands the CmdSN window lets through (MaxCmdSN - ExpCmdSN + 1)
+    conns: int = 1  # the MaxConnections the target answers (the initiator asks for this many)
     doc: str = ""
 
     def matches_scan(self, obj: object) -> bool:
@@ -1211,6 +1214,22 @@ def a_login2_other_isid(c: Conn, req: object) -> bool:
     return False
 
 
+def a_mcs_datain_other_conn(c: Conn, cmd: object) -> bool:
+    """A read's Data-In, with GOOD status and the wrong bytes, sent on the session's other
+    connection first (RFC 7143 4.2.1: a task's PDUs stay on its connection); then the right
+    answer on the read's own connection."""
+    assert isinstance(cmd, P.ScsiCommand)
+    other = next((o for o in c.t.conns if o is not c and o.tsih == c.tsih), None)
+    if other is not None:
+        n = cmd.expected_data_length
+        other.send(P.DataIn(itt=cmd.itt, lun=cmd.lun, datasn=0, buffer_offset=0,
+                            data=b"\xee" * n, final=True, status_present=True, status=GOOD,
+                            **other.sn()))  # fmt: skip
+        c.t.note(f"Data-In of connection {c.index}'s ITT {cmd.itt:#x} sent on {other.index}")
+        time.sleep(0.2)
+    return False  # then the real answer
+
+
 def a_mcs_window(c: Conn, _: object) -> bool:
     """Both connections serve I/O under one window of 2 commands (the check is the point)."""
     return False
@@ -1322,21 +1341,24 @@ CASES: dict[str, Case] = {
              scan_opcodes=(0xA0,), doc="REPORT LUNS list length 0xfffffff8"),
         Case("scan_capacity_zero", "scan", a_scan_capacity_zero, io="none",
              scan_opcodes=(0x25, 0x9E), doc="READ CAPACITY: block size 0, last LBA 0xffffffff"),
-        Case("login2_other_tsih", "login2", a_login2_other_tsih, recover=True,
+        Case("login2_other_tsih", "login2", a_login2_other_tsih, recover=True, conns=2,
              doc="MC/S: a further connection's login answered with another TSIH"),
-        Case("login2_other_isid", "login2", a_login2_other_isid, recover=True,
+        Case("login2_other_isid", "login2", a_login2_other_isid, recover=True, conns=2,
              doc="MC/S: a further connection's login answered with another ISID"),
         Case("login2_redirect", "login2",
              _login2_status(1, 1, encode_text([("TargetAddress", "127.0.0.1:1,1")])),
-             recover=True, doc="MC/S: a further connection's login redirected to a dead portal"),
-        Case("login2_too_many", "login2", _login2_status(2, 6), recover=True,
+             recover=True, conns=2,
+             doc="MC/S: a further connection's login redirected to a dead portal"),
+        Case("login2_too_many", "login2", _login2_status(2, 6), recover=True, conns=2,
              doc="MC/S: a further connection refused: too many connections (0x0206)"),
-        Case("login2_no_session", "login2", _login2_status(2, 10), recover=True,
+        Case("login2_no_session", "login2", _login2_status(2, 10), recover=True, conns=2,
              doc="MC/S: a further connection refused: session does not exist (0x020a)"),
-        Case("mcs_window", "mcs", a_mcs_window, io="mcs", window=2,
+        Case("mcs_window", "mcs", a_mcs_window, io="mcs", window=2, conns=2,
              doc="MC/S: I/O on two connections, one session window of 2 commands"),
         Case("mcs_window_stale", "mcs", a_mcs_stale, io="mcs", window=2, persistent=True,
-             doc="MC/S: the second connection announces an old ExpCmdSN/MaxCmdSN"),
+             conns=2, doc="MC/S: the second connection announces an old ExpCmdSN/MaxCmdSN"),
+        Case("mcs_datain_other_conn", "read", a_mcs_datain_other_conn, io="mcs", conns=2,
+             doc="MC/S: a read's Data-In with status and wrong bytes on the other connection"),
     ]
 }  # fmt: skip
 
