@@ -1155,7 +1155,7 @@ static int rx_r2t(struct itcp_conn *conn, const struct iscsi_r2t_rsp *rhdr)
 	    ttt == ISCSI_RESERVED_TAG) {
 		pr_warn_ratelimited("R2T offset %u length %u TTT %#x for a %s of %u bytes (MaxBurstLength %u)\n",
 				    offset, len, ttt,
-				    sc->sc_data_direction == DMA_TO_DEVICE ? "write" : "read",
+				    sc->sc_data_direction == DMA_TO_DEVICE ? "write" : "non-write",
 				    scsi_bufflen(sc), sess->max_burst);
 		err = ISCSI_IF_ERR_BAD_R2T;
 		goto out;

@@ -286,7 +286,7 @@ def run_one(name: str, target: H.Target, kmsg: Kmsg, io_kind: str, digests: bool
     rc, out, secs = adm("-m", "node", "-T", iqn, "-p", portal, "--login", timeout=60)
     r["login_rc"] = rc
     s = session_of(iqn)
-    if conns:  # login2: the further connection failed alone, the leading one carries on
+    if conns:  # MC/S: all up (login2: the further one failed alone, the leading one goes on)
         if conns > 1:
             wait_for(lambda: connections_up(s) >= conns, 10)
         r["conns"] = connections_up(s)
