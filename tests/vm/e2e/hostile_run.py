@@ -176,12 +176,7 @@ class Io:
                     lba = 4096 + (i * 128) % 4096
                     out = read_check(fd, lba * H.SECTOR, H.pattern(lba, 128))
                 else:
-                    off = (H.TRIGGER_LBA + (i * 128) % 8064) * H.SECTOR
-                    data = os.urandom(H.IO_BYTES)
-                    wbuf = mmap.mmap(-1, H.IO_BYTES)
-                    wbuf.write(data)
-                    n = os.pwritev(fd, [wbuf], off)
-                    out = read_check(fd, off, data) if n == H.IO_BYTES else f"short: {n}"
+                    out = write_check(fd, (H.TRIGGER_LBA + (i * 128) % 8064) * H.SECTOR)
                 if out != "ok":
                     return out
             return "ok"
@@ -197,12 +192,7 @@ class Io:
             fd = os.open(self.dev, os.O_RDWR | os.O_DIRECT)
             try:
                 for i in range(ops):
-                    off = (H.TRIGGER_LBA + (t * ops + i) * 128) * H.SECTOR
-                    data = os.urandom(H.IO_BYTES)
-                    wbuf = mmap.mmap(-1, H.IO_BYTES)
-                    wbuf.write(data)
-                    n = os.pwritev(fd, [wbuf], off)
-                    out = read_check(fd, off, data) if n == H.IO_BYTES else f"short: {n}"
+                    out = write_check(fd, (H.TRIGGER_LBA + (t * ops + i) * 128) * H.SECTOR)
                     if out != "ok":
                         outcomes.append(out)
                         return
@@ -217,6 +207,15 @@ class Io:
         for w in workers:
             w.join()
         return outcomes[0] if outcomes else "ok"
+
+
+def write_check(fd: int, off: int) -> str:
+    """IO_BYTES of random data written at `off` and read back."""
+    data = os.urandom(H.IO_BYTES)
+    wbuf = mmap.mmap(-1, H.IO_BYTES)
+    wbuf.write(data)
+    n = os.pwritev(fd, [wbuf], off)
+    return read_check(fd, off, data) if n == H.IO_BYTES else f"short: {n}"
 
 
 def read_check(fd: int, off: int, expect: bytes) -> str:

@@ -407,18 +407,15 @@ class Conn:
 
     def respond(self, cmd: P.ScsiCommand, status: int, sense: bytes = b"", **kw: object) -> None:
         data = struct.pack(">H", len(sense)) + sense if sense else b""
-        self.answered(cmd.itt)
-        self.send(P.ScsiResponse(itt=cmd.itt, status=status, data=data, **kw, **self.sn()))  # type: ignore[arg-type]
         self.finished(cmd.itt)
-
-    def answered(self, itt: int) -> None:
-        """The status of `itt` goes out next: the window (MC/S cases) may move with it."""
-        if self.t.mcs:
-            self.t.mcs_finished(self, itt)
+        self.send(P.ScsiResponse(itt=cmd.itt, status=status, data=data, **kw, **self.sn()))  # type: ignore[arg-type]
 
     def finished(self, itt: int) -> None:
+        """`itt`'s status goes out next (called first: in the MC/S cases the window it
+        announces may move with it)."""
         self.done_itts = [*self.done_itts, itt][-16:]
-        self.answered(itt)
+        if self.t.mcs:
+            self.t.mcs_finished(self, itt)
 
     def read_reply(self, cmd: P.ScsiCommand, data: bytes, seg: int = SEG) -> None:
         """Data-In PDUs of `seg` bytes, the status in the last one (GOOD, underflow as due)."""
@@ -434,7 +431,7 @@ class Conn:
             chunk = data[off : off + seg]
             kw: dict[str, object] = {}
             if last:
-                self.answered(cmd.itt)
+                self.finished(cmd.itt)
                 kw = {"final": True, "status_present": True, "status": GOOD, **self.sn()}
                 if len(data) < want:
                     kw.update(underflow=True, residual_count=want - len(data))
@@ -442,7 +439,6 @@ class Conn:
                 kw = {"final": (off + seg) % MAX_BURST == 0, **self.sn(advance=False)}
             self.send(P.DataIn(itt=cmd.itt, lun=cmd.lun, datasn=n, buffer_offset=off,
                                data=chunk, **kw))  # type: ignore[arg-type]  # fmt: skip
-        self.finished(cmd.itt)
 
     def write_start(self, cmd: P.ScsiCommand, lba: int) -> None:
         w = WriteTask(cmd.itt, lba, cmd.expected_data_length,
@@ -491,9 +487,8 @@ class Conn:
         if self.t.hook("write_status", self, w):
             return
         self.t.disk[w.lba * SECTOR : w.lba * SECTOR + w.length] = w.buf
-        self.answered(w.itt)
-        self.send(P.ScsiResponse(itt=w.itt, status=GOOD, **self.sn()))
         self.finished(w.itt)
+        self.send(P.ScsiResponse(itt=w.itt, status=GOOD, **self.sn()))
 
 
 def rw_range(cdb: bytes) -> tuple[int | None, int]:
